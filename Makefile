@@ -1,0 +1,41 @@
+# lengow-orders: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint typecheck test test-unit test-integration run migrate clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the project and its development tools
+
+lint: $(STAMP) ## ruff (lint and format check)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy --strict on services/ and shared/
+	$(BIN)/mypy
+
+test: lint typecheck ## Lint, type-check, then every test (unit, integration, end-to-end)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## Only the fast tests that need no server
+	$(BIN)/pytest tests/unit
+
+migrate: $(STAMP) ## Create the database if needed and apply every migration
+	$(BIN)/python -m shared.migrate
+
+run: migrate ## Run the pipeline on the local defaults (Ctrl-C stops it)
+	$(BIN)/python -m services.processor
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

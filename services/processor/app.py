@@ -1,0 +1,117 @@
+"""The processor's FastStream application: wiring only, the work is in ``handlers``."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.processor.handlers import handle_order_changed
+from services.processor.repository import ProcessorUnitOfWork
+from shared.contracts import Envelope, EventType, OrderSnapshot
+from shared.database import create_pool, migrate_dsn
+from shared.logging import configure_logging, get_logger
+from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.settings import ServiceSettings
+from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue
+
+log = get_logger("services.processor")
+
+
+class ProcessorSettings(ServiceSettings):
+    processor_db_schema: str = "processor"
+    processor_db_pool_size: int = 10
+
+
+class Processor:
+    """The running processor: broker, database pool and outbox relay."""
+
+    def __init__(self, settings: ProcessorSettings) -> None:
+        self.settings = settings
+        self.broker = RabbitBroker(
+            settings.amqp_url.get_secret_value(),
+            default_channel=Channel(prefetch_count=settings.prefetch_count),
+            logger=logging.getLogger("faststream.processor"),
+        )
+        self.order_changed_queue = consumer_queue(
+            "processor.order-changed",
+            EventType.ORDER_CHANGED,
+            delivery_limit=settings.delivery_limit,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._relay: OutboxRelay | None = None
+        consumer = Consumer(self.broker, self.order_changed_queue, retry_delay=settings.retry_delay)
+
+        @self.broker.subscriber(
+            self.order_changed_queue,
+            EVENTS,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            title="processor.order-changed",
+            description="Applies each observed order snapshot to the order's lifecycle.",
+        )
+        async def on_order_changed(message: RabbitMessage) -> None:
+            await consumer.run(
+                message,
+                Envelope[OrderSnapshot],
+                lambda envelope: handle_order_changed(self.unit_of_work, envelope),
+            )
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the processor is not started")
+        return self._pool
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise RuntimeError("the processor is not started")
+        return self._relay
+
+    def unit_of_work(self) -> ProcessorUnitOfWork:
+        return ProcessorUnitOfWork(self.pool, self.relay.wake)
+
+    async def open(self) -> None:
+        """Migrate and connect, before the broker starts consuming."""
+        dsn = self.settings.database_url.get_secret_value()
+        schema = self.settings.processor_db_schema
+        await migrate_dsn(dsn, schema, "services.processor")
+        self._pool = await create_pool(dsn, schema, max_size=self.settings.processor_db_pool_size)
+        self._relay = OutboxRelay(
+            self._pool,
+            self.broker,
+            poll_interval=self.settings.outbox_poll_interval,
+            batch_size=self.settings.outbox_batch_size,
+        )
+
+    async def started(self) -> None:
+        await declare_dead_letter_queue(self.broker, self.order_changed_queue)
+        self.relay.start()
+        log.info("processor.started", schema=self.settings.processor_db_schema)
+
+    async def close(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("processor.stopped")
+
+
+def create_app(settings: ProcessorSettings | None = None) -> FastStream:
+    settings = settings or ProcessorSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    processor = Processor(settings)
+    app = FastStream(
+        processor.broker,
+        logger=logging.getLogger("faststream.processor"),
+    )
+    app.on_startup(processor.open)
+    app.after_startup(processor.started)
+    # Broker first (stop consuming, finish in-flight messages), then the relay and the pool.
+    app.after_shutdown(processor.close)
+    app.context.set_global("processor", processor)
+    return app

@@ -1,0 +1,319 @@
+"""The messages services exchange: one envelope, typed payloads.
+
+Every message on the bus is an :class:`Envelope` whose ``type`` is also its routing key.
+Payload models keep unknown fields (``extra="allow"``) so a newer producer never loses data
+on its way through an older consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class LengowStatus(StrEnum):
+    """Lengow's normalised order statuses, across every marketplace."""
+
+    NEW = "new"
+    WAITING_ACCEPTANCE = "waiting_acceptance"
+    REFUSED = "refused"
+    ACCEPTED = "accepted"
+    WAITING_SHIPMENT = "waiting_shipment"
+    SHIPPED = "shipped"
+    CLOSED = "closed"
+    CANCELED = "canceled"
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+    PARTIAL_REFUNDED = "partial_refunded"
+    TO_REFUND = "to_refund"
+
+
+#: ManoMano's own name for each Lengow status it uses (None: ManoMano shows no such step).
+MANOMANO_STATUS: dict[LengowStatus, str | None] = {
+    LengowStatus.WAITING_ACCEPTANCE: "PENDING",
+    LengowStatus.ACCEPTED: None,
+    LengowStatus.WAITING_SHIPMENT: "PREPARATION",
+    LengowStatus.SHIPPED: "SHIPPED",
+    LengowStatus.REFUNDING: "REFUNDING",
+    LengowStatus.REFUSED: "REFUSED",
+    LengowStatus.REFUNDED: "REFUNDED",
+    LengowStatus.CANCELED: None,
+}
+
+
+class EventType(StrEnum):
+    ORDER_CHANGED = "order.changed"
+    ORDER_STATUS_CHANGED = "order.status_changed"
+    ORDER_SHIPPED = "order.shipped"
+    ORDER_TRANSITION_REJECTED = "order.transition_rejected"
+    COMMAND_ACCEPTED = "command.accepted"
+    COMMAND_REJECTED = "command.rejected"
+    ORDER_ACTION_REQUESTED = "order.action_requested"
+    ORDER_ACTION_SUCCEEDED = "order.action_succeeded"
+    ORDER_ACTION_FAILED = "order.action_failed"
+    INVOICE_SENT = "invoice.sent"
+    INVOICE_FAILED = "invoice.failed"
+
+
+class CommandType(StrEnum):
+    ACCEPT = "order.accept"
+    REFUSE = "order.refuse"
+    SHIP = "order.ship"
+    REFUND = "order.refund"
+
+
+class Payload(BaseModel):
+    """Base of every payload: unknown fields are kept, never silently dropped."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class LenientPayload(Payload):
+    """A payload that mirrors Lengow's JSON, where an empty string means "no value"."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_strings_are_missing(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: (None if isinstance(v, str) and not v.strip() else v) for k, v in value.items()
+            }
+        return value
+
+
+class OrderRef(Payload):
+    marketplace: str = Field(min_length=1, max_length=100)
+    marketplace_order_id: str = Field(min_length=1, max_length=200)
+
+
+# --- The Lengow order, as the poller observed it -------------------------------------------
+
+
+class Address(LenientPayload):
+    email: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    full_name: str | None = None
+    company: str | None = None
+    first_line: str | None = None
+    second_line: str | None = None
+    complement: str | None = None
+    zipcode: str | None = None
+    city: str | None = None
+    common_country_iso_a2: str | None = None
+    phone_home: str | None = None
+    phone_mobile: str | None = None
+    phone_office: str | None = None
+    vat_number: str | None = None
+
+
+class Tracking(LenientPayload):
+    carrier: str | None = None
+    method: str | None = None
+    number: str | None = None
+    url: str | None = None
+    is_delivered_by_marketplace: bool | None = None
+
+
+class CartLine(LenientPayload):
+    marketplace_order_line_id: str | None = None
+    marketplace_product_id: str | None = None
+    merchant_product_id: dict[str, Any] | None = None
+    title: str | None = None
+    quantity: int = 1
+    amount: Decimal | None = None
+    price_unit: Decimal | None = None
+    shipping: Decimal | None = None
+    tax: Decimal | None = None
+    marketplace_status: str | None = None
+
+
+class Delivery(Address):
+    trackings: list[Tracking] = Field(default_factory=list)
+
+
+class Package(LenientPayload):
+    delivery: Delivery | None = None
+    cart: list[CartLine] = Field(default_factory=list)
+
+
+class OrderSnapshot(OrderRef, LenientPayload):
+    """``order.changed``: the full order as Lengow returned it, plus what the poller derived."""
+
+    lengow_status: LengowStatus
+    marketplace_status: str | None = None
+    updated_at: datetime
+    marketplace_order_date: datetime | None = None
+    marketplace_last_modified_date: datetime | None = None
+    total_order: Decimal | None = None
+    total_tax: Decimal | None = None
+    shipping: Decimal | None = None
+    processing_fee: Decimal | None = None
+    commission: Decimal | None = None
+    currency: str | None = None
+    is_delivered_by_marketplace: bool = False
+    billing_address: Address | None = None
+    packages: list[Package] = Field(default_factory=list)
+
+    def lines(self) -> list[CartLine]:
+        return [line for package in self.packages for line in package.cart]
+
+    def trackings(self) -> list[Tracking]:
+        return [
+            tracking
+            for package in self.packages
+            if package.delivery is not None
+            for tracking in package.delivery.trackings
+        ]
+
+
+# --- Processor events ----------------------------------------------------------------------
+
+TransitionKind = Literal["initial", "normal", "skipped"]
+TransitionCause = Literal["observed", "command"]
+
+
+class OrderStatusChanged(OrderRef):
+    from_status: LengowStatus | None
+    to_status: LengowStatus
+    manomano_status: str | None
+    kind: TransitionKind
+    cause: TransitionCause
+    observed_at: datetime
+    command_id: str | None = None
+
+
+class OrderShipped(OrderRef):
+    """Everything the invoice needs, so the notifier never asks another service."""
+
+    merchant_order_id: list[str] | None = None
+    marketplace_order_date: datetime | None = None
+    shipped_at: datetime
+    currency: str | None
+    billing_address: Address | None
+    lines: list[CartLine]
+    total_order: Decimal | None
+    total_tax: Decimal | None
+    shipping: Decimal | None
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    is_delivered_by_marketplace: bool
+
+
+class OrderTransitionRejected(OrderRef):
+    current_status: LengowStatus
+    observed_status: LengowStatus
+    observed_at: datetime
+    reason: str
+
+
+# --- Commands and their answers ------------------------------------------------------------
+
+
+class OrderCommand(OrderRef):
+    """A request from another service; ``command_id`` is the caller's idempotency key."""
+
+    command_id: str = Field(min_length=1, max_length=200)
+
+
+class AcceptOrder(OrderCommand):
+    pass
+
+
+class RefuseOrder(OrderCommand):
+    pass
+
+
+class ShipOrder(OrderCommand):
+    carrier: str = Field(min_length=1)
+    carrier_name: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    line_ids: list[str] | None = None
+
+
+class RefundOrder(OrderCommand):
+    refund_reason: str | None = None
+    refund_shipping_fees: bool | None = None
+
+
+class CommandAccepted(OrderRef):
+    command_id: str
+    command_type: CommandType
+
+
+class CommandRejected(Payload):
+    command_id: str | None
+    command_type: str | None
+    marketplace: str | None = None
+    marketplace_order_id: str | None = None
+    reason: str
+
+
+class OrderActionRequested(OrderRef):
+    command_id: str
+    action_type: Literal["accept", "refuse", "ship", "refund"]
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OrderActionSucceeded(OrderRef):
+    command_id: str
+    action_type: str
+    action_id: str
+
+
+class OrderActionFailed(OrderRef):
+    command_id: str
+    action_type: str
+    action_id: str | None = None
+    errors: list[str]
+
+
+class InvoiceSent(OrderRef):
+    invoice_number: str
+    message_id: str
+    recipient: str
+
+
+class InvoiceFailed(OrderRef):
+    reason: str
+
+
+# --- The envelope --------------------------------------------------------------------------
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+
+class Envelope(BaseModel, Generic[DataT]):
+    """CloudEvents-like envelope; ``type`` doubles as the AMQP routing key."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str = Field(min_length=1, max_length=100)
+    source: str = Field(min_length=1, max_length=100)
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    correlation_id: str | None = Field(default=None, max_length=200)
+    causation_id: str | None = Field(default=None, max_length=200)
+    data: DataT
+
+
+def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) -> Envelope[Any]:
+    """An envelope caused by ``cause``: it inherits the correlation and names its cause."""
+    return Envelope[Any](
+        type=type,
+        source=source,
+        correlation_id=cause.correlation_id or str(cause.id),
+        causation_id=str(cause.id),
+        data=data,
+    )
+
+
+def _none_if_blank(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value

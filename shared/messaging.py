@@ -1,0 +1,267 @@
+"""At-least-once delivery made safe: the inbox, the transactional outbox and its relay, and
+the consumer wrapper that acknowledges, retries or dead-letters each delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit.message import RabbitMessage
+from pydantic import BaseModel, ValidationError
+
+from shared.contracts import Envelope
+from shared.database import Connection
+from shared.logging import get_logger
+from shared.topology import DEAD_LETTERS, REJECTION_REASON_HEADER
+
+log = get_logger(__name__)
+
+#: Larger bodies are rejected before parsing: no legitimate order or command comes near it.
+MAX_BODY_BYTES = 1_048_576
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Inbox:
+    """Remembers handled message ids, inside the handler's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def first_delivery(self, envelope: Envelope[Any]) -> bool:
+        inserted = await self._conn.fetchval(
+            "INSERT INTO inbox (message_id, message_type) VALUES ($1, $2)"
+            " ON CONFLICT (message_id) DO NOTHING RETURNING true",
+            envelope.id,
+            envelope.type,
+        )
+        return bool(inserted)
+
+
+class Outbox:
+    """Writes outgoing messages in the caller's transaction; the relay publishes them."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.added = 0
+
+    async def add(
+        self,
+        exchange: str,
+        envelope: Envelope[Any],
+        *,
+        routing_key: str | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO outbox (message_id, exchange, routing_key, body, reply_to,"
+            " correlation_id) VALUES ($1, $2, $3, $4, $5, $6)",
+            envelope.id,
+            exchange,
+            routing_key or envelope.type,
+            envelope.model_dump_json().encode(),
+            reply_to,
+            correlation_id or envelope.correlation_id,
+        )
+        self.added += 1
+
+
+class OutboxRelay:
+    """Publishes outbox rows with publisher confirms, then marks them published.
+
+    Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so replicas share the work; a crash after
+    publishing and before marking means a row is published again, which the consumers' inboxes
+    absorb (at-least-once, never lost).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: RabbitBroker,
+        *,
+        poll_interval: float = 0.5,
+        batch_size: int = 200,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.publish_pending() == self._batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Broker or database away: the rows stay unpublished and are retried.
+                log.exception("outbox.relay_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows; returns how many were published."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, message_id, exchange, routing_key, body, reply_to, correlation_id"
+                " FROM outbox WHERE published_at IS NULL ORDER BY id"
+                " LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            # Confirms are awaited together; a failure aborts the batch and nothing is marked.
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        await self._broker.publish(
+            bytes(row["body"]),
+            exchange=row["exchange"],
+            routing_key=row["routing_key"],
+            message_id=str(row["message_id"]),
+            correlation_id=row["correlation_id"],
+            reply_to=row["reply_to"],
+            content_type="application/json",
+            persist=True,
+            mandatory=False,
+        )
+
+    async def pending(self) -> int:
+        count: int = await self._pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        return count
+
+
+class UnprocessableMessageError(Exception):
+    """Raised by a handler for a message that can never succeed: it is dead-lettered."""
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors()[:5]
+    ]
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_envelope(body: bytes, model: type[ModelT]) -> ModelT:
+    """Parse and validate a delivery's body, or say why it cannot be handled."""
+    if len(body) > MAX_BODY_BYTES:
+        raise UnprocessableMessageError(
+            f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES} bytes limit"
+        )
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise UnprocessableMessageError(
+            f"invalid message: {describe_validation_error(exc)}"
+        ) from None
+
+
+async def raw_body(message: RabbitMessage) -> bytes:
+    """FastStream decoder that leaves the body alone: :class:`Consumer` parses it, so that a
+    malformed body is dead-lettered with its reason rather than failing inside the framework."""
+    return message.body
+
+
+class Consumer:
+    """Runs a handler on each delivery of one queue and settles the delivery.
+
+    - handled: acknowledged;
+    - malformed or refused (:class:`UnprocessableMessageError`): published with its reason to
+      ``<queue>.dlq``, then acknowledged, so the consumer moves on;
+    - failed otherwise (database or broker away): handed back after ``retry_delay`` for a
+      redelivery; the broker dead-letters it after the queue's delivery limit.
+    """
+
+    def __init__(self, broker: RabbitBroker, queue: RabbitQueue, *, retry_delay: float) -> None:
+        self._broker = broker
+        self._queue = queue
+        self._retry_delay = retry_delay
+
+    async def run(
+        self,
+        message: RabbitMessage,
+        model: type[Envelope[ModelT]],
+        handler: Callable[[Envelope[ModelT]], Awaitable[None]],
+    ) -> None:
+        raw = message.raw_message
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(
+            queue=self._queue.name, delivery_message_id=raw.message_id
+        )
+        try:
+            envelope = parse_envelope(message.body, model)
+            structlog.contextvars.bind_contextvars(
+                message_id=str(envelope.id),
+                message_type=envelope.type,
+                correlation_id=envelope.correlation_id,
+                order_id=getattr(envelope.data, "marketplace_order_id", None),
+            )
+            await handler(envelope)
+        except UnprocessableMessageError as unprocessable:
+            await self.dead_letter(message, str(unprocessable))
+            await message.ack()
+        except Exception:
+            log.exception("message.failed", retry_in_seconds=self._retry_delay)
+            await asyncio.sleep(self._retry_delay)
+            await message.nack(requeue=True)
+        else:
+            await message.ack()
+        finally:
+            structlog.contextvars.clear_contextvars()
+
+    async def dead_letter(self, message: RabbitMessage, reason: str) -> None:
+        raw = message.raw_message
+        log.warning(
+            "message.dead_lettered", reason=reason, dead_letter_queue=f"{self._queue.name}.dlq"
+        )
+        headers: dict[str, Any] = dict(raw.headers or {})
+        headers[REJECTION_REASON_HEADER] = reason[:1000]
+        headers["x-original-routing-key"] = raw.routing_key or ""
+        headers["x-original-exchange"] = raw.exchange or ""
+        await self._broker.publish(
+            message.body,
+            exchange=DEAD_LETTERS,
+            routing_key=self._queue.name,
+            headers=headers,
+            message_id=raw.message_id or str(uuid.uuid4()),
+            correlation_id=raw.correlation_id,
+            content_type=raw.content_type,
+            persist=True,
+        )

@@ -1,0 +1,27 @@
+"""Configuration from the environment (pydantic-settings); every service extends this."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. Defaults are the local development stack of ``make run``."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/lengow_orders")
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    #: Seconds between two outbox sweeps when no commit woke the relay up.
+    outbox_poll_interval: float = Field(default=0.5, gt=0)
+    outbox_batch_size: int = Field(default=200, gt=0, le=10_000)
+    #: A message is dead-lettered by the broker after this many failed deliveries.
+    delivery_limit: int = Field(default=20, gt=0)
+    #: Seconds to wait before handing back a message whose handling failed (database down...).
+    retry_delay: float = Field(default=1.0, ge=0)
+    prefetch_count: int = Field(default=64, gt=0)

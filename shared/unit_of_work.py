@@ -1,0 +1,61 @@
+"""The unit of work: one database transaction, with the inbox and outbox bound to it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
+
+from shared.database import Connection
+from shared.messaging import Inbox, Outbox
+
+
+class UnitOfWork:
+    """Commits on a clean exit, rolls back on an exception.
+
+    After a commit that wrote to the outbox, ``on_outbox_write`` wakes the relay up. Services
+    subclass it and bind their repositories in :meth:`bind`.
+    """
+
+    inbox: Inbox
+    outbox: Outbox
+
+    def __init__(self, pool: asyncpg.Pool, on_outbox_write: Callable[[], None]) -> None:
+        self._pool = pool
+        self._on_outbox_write = on_outbox_write
+
+    def bind(self, conn: Connection) -> None:
+        """Attach the service's repositories to the transaction's connection."""
+
+    async def __aenter__(self) -> Self:
+        self._conn: PoolConnectionProxy = await self._pool.acquire()
+        try:
+            self._tx: Transaction = self._conn.transaction()
+            await self._tx.start()
+        except BaseException:
+            await self._pool.release(self._conn)
+            raise
+        self.inbox = Inbox(self._conn)
+        self.outbox = Outbox(self._conn)
+        self.bind(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self._tx.commit()
+            else:
+                await self._tx.rollback()
+        finally:
+            await self._pool.release(self._conn)
+        if exc_type is None and self.outbox.added:
+            self._on_outbox_write()

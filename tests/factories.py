@@ -1,0 +1,119 @@
+"""Realistic ManoMano orders and envelopes, as the poller would publish them."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+
+def order_snapshot(
+    order_id: str = "M250112345678",
+    status: str = "waiting_acceptance",
+    *,
+    minutes: int = 0,
+    fulfillment: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The ``order.changed`` payload of a two-line ManoMano order."""
+    manomano = {
+        "waiting_acceptance": "PENDING",
+        "waiting_shipment": "PREPARATION",
+        "shipped": "SHIPPED",
+        "refunded": "REFUNDED",
+        "refused": "REFUSED",
+    }.get(status)
+    shipped = status in {"shipped", "closed", "refunding", "refunded"}
+    data: dict[str, Any] = {
+        "marketplace": "manomano_fr",
+        "marketplace_order_id": order_id,
+        "lengow_status": status,
+        "marketplace_status": manomano,
+        "updated_at": (BASE_TIME + timedelta(minutes=minutes)).isoformat(),
+        "marketplace_order_date": BASE_TIME.isoformat(),
+        "total_order": "159.80",
+        "total_tax": "26.63",
+        "shipping": "9.90",
+        "currency": "EUR",
+        "is_delivered_by_marketplace": fulfillment,
+        "order_types": {"is_express": False, "is_business": False},
+        "billing_address": {
+            "email": "camille.martin@example.fr",
+            "first_name": "Camille",
+            "last_name": "Martin",
+            "full_name": "Camille Martin",
+            "first_line": "12 rue des Lilas",
+            "zipcode": "69003",
+            "city": "Lyon",
+            "common_country_iso_a2": "FR",
+            "phone_mobile": "",
+        },
+        "packages": [
+            {
+                "delivery": {
+                    "full_name": "Camille Martin",
+                    "first_line": "12 rue des Lilas",
+                    "zipcode": "69003",
+                    "city": "Lyon",
+                    "common_country_iso_a2": "FR",
+                    "trackings": (
+                        [
+                            {
+                                "carrier": "Colissimo",
+                                "number": "6A12345678901",
+                                "url": "https://www.laposte.fr/outils/suivre-vos-envois",
+                            }
+                        ]
+                        if shipped
+                        else []
+                    ),
+                },
+                "cart": [
+                    {
+                        "marketplace_order_line_id": f"{order_id}-1",
+                        "title": "Perceuse visseuse sans fil 18V",
+                        "quantity": 1,
+                        "amount": "129.90",
+                        "price_unit": "129.90",
+                        "tax": "21.65",
+                        "marketplace_status": manomano,
+                    },
+                    {
+                        "marketplace_order_line_id": f"{order_id}-2",
+                        "title": "Coffret de 10 forets béton",
+                        "quantity": 2,
+                        "amount": "20.00",
+                        "price_unit": "10.00",
+                        "tax": "3.33",
+                        "marketplace_status": manomano,
+                    },
+                ],
+            }
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+def envelope(
+    data: dict[str, Any],
+    type_: str = "order.changed",
+    *,
+    message_id: str | None = None,
+    source: str = "poller",
+) -> dict[str, Any]:
+    return {
+        "id": message_id or str(uuid.uuid4()),
+        "type": type_,
+        "source": source,
+        "time": datetime.now(UTC).isoformat(),
+        "correlation_id": str(uuid.uuid4()),
+        "data": data,
+    }
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message).encode()
