@@ -22,7 +22,7 @@ lint: $(STAMP) ## ruff (lint and format check)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP) ## mypy --strict on services/ and shared/
+typecheck: $(STAMP) ## mypy --strict on services/, shared/, sandbox/ and devstack/
 	$(BIN)/mypy
 
 test: lint typecheck ## Lint, type-check, then every test (unit, integration, end-to-end)
@@ -34,8 +34,8 @@ test-unit: $(STAMP) ## Only the fast tests that need no server
 migrate: $(STAMP) ## Create the database if needed and apply every migration
 	$(BIN)/python -m shared.migrate
 
-run: migrate ## Run the pipeline on the local defaults (Ctrl-C stops it)
-	$(BIN)/python -m services.processor
+run: migrate ## Run the whole pipeline locally: sandbox and every service (Ctrl-C stops it)
+	$(BIN)/python -m devstack
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -65,6 +65,7 @@ class CommandType(StrEnum):
     REFUSE = "order.refuse"
     SHIP = "order.ship"
     REFUND = "order.refund"
+    SYNC = "poller.sync"
 
 
 class Payload(BaseModel):
@@ -241,6 +242,18 @@ class ShipOrder(OrderCommand):
 class RefundOrder(OrderCommand):
     refund_reason: str | None = None
     refund_shipping_fees: bool | None = None
+
+
+class SyncOrders(Payload):
+    """``poller.sync``: poll now, outside the schedule (ops)."""
+
+    #: A source's name; every source when None.
+    source: str | None = None
+    #: The 3-day catch-up window instead of the incremental one.
+    catchup: bool = False
+    #: An explicit window; it does not move the watermark.
+    updated_from: datetime | None = None
+    updated_to: datetime | None = None
 
 
 class CommandAccepted(OrderRef):

@@ -11,7 +11,7 @@ from shared.logging import configure_logging
 from shared.settings import ServiceSettings
 
 #: Each service's package and the schema it owns (the services' settings name the same).
-SERVICE_SCHEMAS = {"services.processor": "processor"}
+SERVICE_SCHEMAS = {"services.processor": "processor", "services.poller": "poller"}
 
 
 async def main() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
+from shared.logging import configure_logging
 from tests.infrastructure import amqp_server, postgres_server
 
 
@@ -37,3 +38,9 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _logging() -> None:
+    """Services log through structlog into the standard library, where caplog sees them."""
+    configure_logging("DEBUG", "console")

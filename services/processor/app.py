@@ -35,6 +35,8 @@ class Processor:
             settings.amqp_url.get_secret_value(),
             default_channel=Channel(prefetch_count=settings.prefetch_count),
             logger=logging.getLogger("faststream.processor"),
+            # One line per message received/processed is for debugging, not for production.
+            log_level=logging.DEBUG,
         )
         self.order_changed_queue = consumer_queue(
             "processor.order-changed",

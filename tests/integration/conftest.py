@@ -1,10 +1,15 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from aiohttp import web
 
+from sandbox.marketplace import Marketplace
+from sandbox.server import base_url, create_sandbox, sandbox_state, serve
+from services.poller.app import Poller
+from services.poller.settings import PollerSettings
 from services.processor.app import Processor, ProcessorSettings, create_app
 from shared.database import register_json_codecs
 from tests.bus import delete_queues
@@ -37,3 +42,72 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await register_json_codecs(conn)
     yield conn
     await conn.close()
+
+
+# --- Lengow sandbox and poller -----------------------------------------------------------
+
+
+class RunningSandbox:
+    def __init__(self, app: web.Application, url: str) -> None:
+        self.app = app
+        self.url = url
+        self.state = sandbox_state(app)
+        self.marketplace = self.state.marketplace
+
+    def statuses(self) -> dict[str, str]:
+        return {order.id: order.status for order in self.marketplace.orders.values()}
+
+    def calls(self, route: str) -> int:
+        return self.state.calls[route]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    app = create_sandbox(marketplace=Marketplace(seed=11), page_size=50)
+    runner = await serve(app)
+    yield RunningSandbox(app, base_url(runner))
+    await runner.cleanup()
+
+
+def poller_settings(
+    amqp_url: str, database_url: str, sandbox: RunningSandbox, **overrides: object
+) -> PollerSettings:
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "lengow_api_url": sandbox.url,
+        "lengow_sources": [
+            {
+                "name": "ManoMano Standard",
+                "account_id": 1000,
+                "access_token": "sandbox-access-token",
+                "secret": "sandbox-secret",
+            }
+        ],
+        "lengow_backoff_seconds": 0.01,
+        "retry_delay": 0.1,
+        "log_format": "console",
+        **overrides,
+    }
+    return PollerSettings.model_validate(values)
+
+
+@pytest.fixture
+async def poller_factory(
+    amqp_url: str, database_url: str, sandbox: RunningSandbox
+) -> AsyncIterator[Callable[..., Awaitable[Poller]]]:
+    """Pollers connected to the broker, database and sandbox, without their schedule, so a
+    test decides when each poll runs."""
+    started: list[Poller] = []
+
+    async def start(**overrides: object) -> Poller:
+        poller = Poller(poller_settings(amqp_url, database_url, sandbox, **overrides))
+        await poller.open()
+        await poller.broker.connect()
+        started.append(poller)
+        return poller
+
+    yield start
+    for poller in started:
+        await poller.broker.stop()
+        await poller.close()

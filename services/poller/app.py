@@ -1,0 +1,174 @@
+"""The poller's FastStream application: the schedule, the ``poller.sync`` command, wiring."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.poller import schedule
+from services.poller.lengow import LengowClient
+from services.poller.repository import PollerRepository
+from services.poller.settings import LengowSource, PollerSettings
+from services.poller.sync import OrderSync, PollReport
+from shared.contracts import CommandType, Envelope, SyncOrders
+from shared.database import create_pool, migrate_dsn
+from shared.logging import configure_logging, get_logger
+from shared.messaging import Consumer, UnprocessableMessageError, raw_body
+from shared.topology import COMMANDS, EVENTS, consumer_queue, declare_dead_letter_queue
+
+log = get_logger("services.poller")
+
+
+class Poller:
+    """The running poller: broker, database pool, Lengow clients and the schedule."""
+
+    def __init__(self, settings: PollerSettings) -> None:
+        self.settings = settings
+        self.broker = RabbitBroker(
+            settings.amqp_url.get_secret_value(),
+            default_channel=Channel(prefetch_count=settings.prefetch_count),
+            logger=logging.getLogger("faststream.poller"),
+            # One line per message received/processed is for debugging, not for production.
+            log_level=logging.DEBUG,
+        )
+        self.sync_queue = consumer_queue(
+            "poller.sync", CommandType.SYNC, delivery_limit=settings.delivery_limit
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._sync: OrderSync | None = None
+        self._clients: dict[str, LengowClient] = {}
+        self._schedule: asyncio.Task[None] | None = None
+        consumer = Consumer(self.broker, self.sync_queue, retry_delay=settings.retry_delay)
+
+        @self.broker.subscriber(
+            self.sync_queue,
+            COMMANDS,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            title="poller.sync",
+            description="Polls Lengow now, outside the schedule (ops).",
+        )
+        async def on_sync(message: RabbitMessage) -> None:
+            await consumer.run(message, Envelope[SyncOrders], self.sync_now)
+
+    @property
+    def sync(self) -> OrderSync:
+        if self._sync is None:
+            raise RuntimeError("the poller is not started")
+        return self._sync
+
+    async def open(self) -> None:
+        settings = self.settings
+        if not settings.lengow_sources:
+            raise RuntimeError(
+                "LENGOW_SOURCES is empty: set it to a JSON list of"
+                ' {"name", "account_id", "marketplace", "access_token", "secret"}'
+            )
+        dsn = settings.database_url.get_secret_value()
+        await migrate_dsn(dsn, settings.poller_db_schema, "services.poller")
+        self._pool = await create_pool(
+            dsn, settings.poller_db_schema, max_size=settings.poller_db_pool_size
+        )
+        self._clients = {
+            source.name: LengowClient(
+                settings.lengow_api_url,
+                source.access_token,
+                source.secret,
+                timeout=settings.lengow_timeout_seconds,
+                max_attempts=settings.lengow_max_attempts,
+                backoff_seconds=settings.lengow_backoff_seconds,
+            )
+            for source in settings.lengow_sources
+        }
+        self._sync = OrderSync(settings, PollerRepository(self._pool), self._clients, self.publish)
+
+    async def started(self) -> None:
+        await declare_dead_letter_queue(self.broker, self.sync_queue)
+        self._schedule = asyncio.create_task(self.run_schedule(), name="poll-schedule")
+        log.info(
+            "poller.started",
+            sources=[s.name for s in self.settings.lengow_sources],
+            interval_seconds=self.settings.poll_interval_seconds,
+        )
+
+    async def close(self) -> None:
+        if self._schedule is not None:
+            self._schedule.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._schedule
+        for client in self._clients.values():
+            await client.aclose()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("poller.stopped")
+
+    async def publish(self, envelope: Envelope[Any]) -> None:
+        """Publish a persistent event and wait for the broker's confirm."""
+        await self.broker.publish(
+            envelope.model_dump_json().encode(),
+            exchange=EVENTS,
+            routing_key=envelope.type,
+            message_id=str(envelope.id),
+            correlation_id=envelope.correlation_id,
+            content_type="application/json",
+            persist=True,
+        )
+
+    async def run_schedule(self) -> None:
+        """Every ``poll_interval_seconds``: each source's incremental poll, and the daily
+        catch-up once it is due. A failure is logged and the next round tries again."""
+        while True:
+            for source in self.settings.lengow_sources:
+                await self._guarded(self.sync.incremental(source))
+                await self._guarded(self.sync.catchup_if_due(source))
+            await asyncio.sleep(self.settings.poll_interval_seconds)
+
+    async def _guarded(self, poll: Any) -> PollReport | None:
+        try:
+            report: PollReport | None = await poll
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("poll.crashed")
+            return None
+        return report
+
+    def sources(self, name: str | None) -> list[LengowSource]:
+        found = [s for s in self.settings.lengow_sources if name in (None, s.name)]
+        if not found:
+            raise UnprocessableMessageError(f"no Lengow source named {name!r}")
+        return found
+
+    async def sync_now(self, envelope: Envelope[SyncOrders]) -> None:
+        command = envelope.data
+        for source in self.sources(command.source):
+            if command.updated_from is not None:
+                window = schedule.Window(
+                    command.updated_from, command.updated_to or datetime.now(UTC)
+                )
+                await self.sync.poll(source, "manual", window)
+            elif command.catchup:
+                await self.sync.catchup(source)
+            else:
+                await self.sync.incremental(source)
+
+
+def create_app(settings: PollerSettings | None = None) -> FastStream:
+    settings = settings or PollerSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    poller = Poller(settings)
+    app = FastStream(poller.broker, logger=logging.getLogger("faststream.poller"))
+    app.on_startup(poller.open)
+    app.after_startup(poller.started)
+    app.after_shutdown(poller.close)
+    app.context.set_global("poller", poller)
+    return app

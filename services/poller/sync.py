@@ -1,0 +1,185 @@
+"""One poll of one source: read Lengow's window, publish what changed, move the watermark."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.poller import schedule
+from services.poller.lengow import LengowClient, LengowError
+from services.poller.orders import fingerprint, parse_order
+from services.poller.repository import PollerRepository
+from services.poller.settings import LengowSource, PollerSettings
+from shared.contracts import Envelope, EventType, OrderSnapshot
+from shared.logging import get_logger
+from shared.messaging import describe_validation_error
+
+log = get_logger(__name__)
+
+SOURCE = "poller"
+
+PublishEvent = Callable[[Envelope[Any]], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PollReport:
+    source: str
+    kind: schedule.PollKind
+    window: schedule.Window
+    started_at: datetime
+    fetched: int = 0
+    published: int = 0
+    unchanged: int = 0
+    malformed: int = 0
+    filtered: int = 0
+    locked_out: bool = False
+    error: str | None = None
+    correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class OrderSync:
+    """Reads orders from Lengow and publishes an ``order.changed`` for each real change."""
+
+    def __init__(
+        self,
+        settings: PollerSettings,
+        repository: PollerRepository,
+        clients: dict[str, LengowClient],
+        publish: PublishEvent,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._repository = repository
+        self._clients = clients
+        self._publish = publish
+        self._clock = clock
+        self._publishing = asyncio.Semaphore(settings.publish_concurrency)
+
+    async def incremental(self, source: LengowSource) -> PollReport:
+        now = self._clock()
+        window = schedule.incremental_window(
+            await self._repository.watermark(source.name),
+            now,
+            overlap=timedelta(seconds=self._settings.poll_overlap_seconds),
+            first_lookback=timedelta(days=self._settings.catchup_days),
+        )
+        return await self.poll(source, "incremental", window)
+
+    async def catchup_if_due(self, source: LengowSource) -> PollReport | None:
+        now = self._clock()
+        last = await self._repository.last_catchup(source.name)
+        if not schedule.catchup_due(now, self._settings.catchup_time, last):
+            return None
+        return await self.catchup(source)
+
+    async def catchup(self, source: LengowSource) -> PollReport:
+        now = self._clock()
+        report = await self.poll(
+            source, "catchup", schedule.catchup_window(now, self._settings.catchup_days)
+        )
+        if report.error is None and not report.locked_out:
+            await self._repository.record_catchup(source.name, now.date())
+        return report
+
+    async def poll(
+        self, source: LengowSource, kind: schedule.PollKind, window: schedule.Window
+    ) -> PollReport:
+        report = PollReport(source.name, kind, window, started_at=self._clock())
+        bound = log.bind(source=source.name, poll=kind, correlation_id=report.correlation_id)
+        async with self._repository.source_lock(source.name) as mine:
+            if not mine:
+                report.locked_out = True
+                bound.info("poll.skipped_locked", reason="another replica is polling this source")
+                return report
+            bound.info(
+                "poll.started",
+                updated_from=window.updated_from.isoformat(),
+                updated_to=window.updated_to.isoformat(),
+            )
+            try:
+                client = self._clients[source.name]
+                async for page in client.order_pages(
+                    account_id=source.account_id,
+                    marketplace=source.marketplace,
+                    updated_from=window.updated_from,
+                    updated_to=window.updated_to,
+                    page_size=self._settings.lengow_page_size,
+                ):
+                    await self._handle_page(source, page, report)
+            except LengowError as exc:
+                report.error = str(exc)
+                bound.error("poll.failed", error=report.error, published=report.published)
+            else:
+                if kind == "incremental":
+                    await self._repository.advance_watermark(source.name, window.updated_to)
+                bound.info(
+                    "poll.succeeded",
+                    fetched=report.fetched,
+                    published=report.published,
+                    unchanged=report.unchanged,
+                    malformed=report.malformed,
+                    filtered=report.filtered,
+                )
+            await self._repository.record_run(report)
+        return report
+
+    async def _handle_page(
+        self, source: LengowSource, page: list[dict[str, Any]], report: PollReport
+    ) -> None:
+        report.fetched += len(page)
+        parsed: list[tuple[OrderSnapshot, str]] = []
+        for raw in page:
+            try:
+                snapshot = parse_order(raw)
+            except ValidationError as exc:
+                report.malformed += 1
+                log.warning(
+                    "poll.order_skipped",
+                    source=source.name,
+                    order_id=raw.get("marketplace_order_id"),
+                    reason=describe_validation_error(exc),
+                )
+                continue
+            if snapshot.is_delivered_by_marketplace and not source.import_fulfillment:
+                report.filtered += 1
+                continue
+            parsed.append((snapshot, fingerprint(raw)))
+
+        known = await self._repository.fingerprints(
+            [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
+        )
+        changed = [
+            (snapshot, digest)
+            for snapshot, digest in parsed
+            if known.get((snapshot.marketplace, snapshot.marketplace_order_id)) != digest
+        ]
+        report.unchanged += len(parsed) - len(changed)
+        # Each publish waits for the broker's confirm; only confirmed orders are remembered.
+        await asyncio.gather(
+            *(self._publish_order(snapshot, report.correlation_id) for snapshot, _ in changed)
+        )
+        await self._repository.save_fingerprints(
+            [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
+        )
+        report.published += len(changed)
+
+    async def _publish_order(self, snapshot: OrderSnapshot, correlation_id: str) -> None:
+        envelope = Envelope[OrderSnapshot](
+            type=EventType.ORDER_CHANGED,
+            source=SOURCE,
+            correlation_id=correlation_id,
+            data=snapshot,
+        )
+        async with self._publishing:
+            await self._publish(envelope)
