@@ -20,6 +20,8 @@ import asyncpg
 from shared.settings import ServiceSettings
 
 SANDBOX_PORT = 8700
+SMTP_PORT = 8025
+EMAILS_FOLDER = "var/emails"
 SANDBOX_SOURCE = {
     "name": "ManoMano Standard (sandbox)",
     "account_id": 1000,
@@ -33,20 +35,35 @@ DEMO_ENVIRONMENT = {
     "LENGOW_API_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
     "LENGOW_SOURCES": json.dumps([SANDBOX_SOURCE]),
     "POLL_INTERVAL_SECONDS": "15",
+    "SMTP_HOST": "127.0.0.1",
+    "SMTP_PORT": str(SMTP_PORT),
     "LOG_FORMAT": "console",
 }
 
-COLOURS = {"sandbox": "35", "processor": "36", "poller": "33"}
+COLOURS = {"sandbox": "35", "smtp": "34", "processor": "36", "poller": "33", "notifier": "32"}
 
 
 def processes(use_sandbox: bool) -> dict[str, list[str]]:
     python = sys.executable
     found = {
         "processor": [python, "-m", "services.processor"],
+        "notifier": [python, "-m", "services.notifier"],
         "poller": [python, "-m", "services.poller"],
     }
     if use_sandbox:
-        found = {"sandbox": [python, "-m", "sandbox", "--port", str(SANDBOX_PORT)], **found}
+        found = {
+            "sandbox": [python, "-m", "sandbox", "--port", str(SANDBOX_PORT)],
+            "smtp": [
+                python,
+                "-m",
+                "sandbox.smtp",
+                "--port",
+                str(SMTP_PORT),
+                "--folder",
+                EMAILS_FOLDER,
+            ],
+            **found,
+        }
     return found
 
 
@@ -71,12 +88,16 @@ async def report_progress(dsn: str, every: float) -> None:
                 "SELECT lengow_status, count(*) AS n FROM processor.orders"
                 " GROUP BY lengow_status ORDER BY n DESC"
             )
+            mails = await conn.fetch(
+                "SELECT email_status, count(*) AS n FROM notifier.invoices GROUP BY email_status"
+            )
         except asyncpg.UndefinedTableError:
-            rows = []
+            rows, mails = [], []
         finally:
             await conn.close()
         summary = ", ".join(f"{r['lengow_status']} {r['n']}" for r in rows) or "none yet"
-        print(f" progress | orders by status: {summary}", flush=True)
+        invoices = ", ".join(f"{r['email_status']} {r['n']}" for r in mails) or "none yet"
+        print(f" progress | orders by status: {summary} | invoices: {invoices}", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -87,8 +108,8 @@ async def main(args: argparse.Namespace) -> int:
         children[name] = await asyncio.create_subprocess_exec(
             *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
-        if name == "sandbox":
-            await asyncio.sleep(0.5)  # let it bind its port before the poller asks
+        if name in ("sandbox", "smtp"):
+            await asyncio.sleep(0.5)  # let it bind its port before the services call it
     pipes = [
         asyncio.create_task(relay_output(name, child.stdout))
         for name, child in children.items()
@@ -98,7 +119,12 @@ async def main(args: argparse.Namespace) -> int:
     progress = asyncio.create_task(report_progress(dsn, args.progress))
     print(
         "lengow-orders is running: "
-        + (f"Lengow sandbox on http://127.0.0.1:{SANDBOX_PORT}, " if args.sandbox else "")
+        + (
+            f"Lengow sandbox on http://127.0.0.1:{SANDBOX_PORT}, invoice emails in"
+            f" {EMAILS_FOLDER}/ (SMTP sink on 127.0.0.1:{SMTP_PORT}), "
+            if args.sandbox
+            else ""
+        )
         + "RabbitMQ exchanges orders.events / orders.commands. Ctrl-C stops everything.",
         flush=True,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -199,6 +200,11 @@ class Action:
         }
 
 
+def _ascii(name: str) -> str:
+    """ "Léa" -> "lea": how French names usually appear in email addresses."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+
+
 def _money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
@@ -269,7 +275,7 @@ class Marketplace:
             "phone_office": "",
             "vat_number": "",
         }
-        email = "" if missing_email else f"{first}.{last}.{number}@example.fr".lower()
+        email = "" if missing_email else f"{_ascii(first)}.{_ascii(last)}.{number}@example.fr"
         raw: dict[str, Any] = {
             "marketplace_order_id": order_id,
             "marketplace": MARKETPLACE,

@@ -295,6 +295,7 @@ class InvoiceSent(OrderRef):
 
 
 class InvoiceFailed(OrderRef):
+    invoice_number: str | None = None
     reason: str
 
 

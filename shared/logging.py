@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import structlog
 
+_HANDLER_NAME = "lengow-orders"
+
 
 def configure_logging(
     level: str = "INFO", fmt: Literal["auto", "json", "console"] = "auto"
@@ -24,7 +26,9 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -44,9 +48,14 @@ def configure_logging(
             ],
         )
     )
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # Replace our own handler from an earlier call; leave others (pytest's caplog) in place.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(level.upper())
+    # Chatty at INFO: font subsetting for every PDF, every SMTP command of the local sink.
+    for name in ("fontTools", "mail.log"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # FastStream installs its own coloured handlers: route its records through ours instead.
     for name in ("faststream", "faststream.access"):
         framework = logging.getLogger(name)

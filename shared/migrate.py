@@ -11,7 +11,11 @@ from shared.logging import configure_logging
 from shared.settings import ServiceSettings
 
 #: Each service's package and the schema it owns (the services' settings name the same).
-SERVICE_SCHEMAS = {"services.processor": "processor", "services.poller": "poller"}
+SERVICE_SCHEMAS = {
+    "services.processor": "processor",
+    "services.poller": "poller",
+    "services.notifier": "notifier",
+}
 
 
 async def main() -> None:

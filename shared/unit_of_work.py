@@ -24,20 +24,34 @@ class UnitOfWork:
     inbox: Inbox
     outbox: Outbox
 
-    def __init__(self, pool: asyncpg.Pool, on_outbox_write: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        on_outbox_write: Callable[[], None],
+        *,
+        connection: Connection | None = None,
+    ) -> None:
+        """With ``connection``, the work runs on that connection (already held by the caller,
+        e.g. for a session lock) instead of one borrowed from the pool."""
         self._pool = pool
         self._on_outbox_write = on_outbox_write
+        self._given = connection
 
     def bind(self, conn: Connection) -> None:
         """Attach the service's repositories to the transaction's connection."""
 
     async def __aenter__(self) -> Self:
-        self._conn: PoolConnectionProxy = await self._pool.acquire()
+        self._acquired: PoolConnectionProxy | None = None
+        if self._given is not None:
+            self._conn: Connection = self._given
+        else:
+            self._acquired = await self._pool.acquire()
+            self._conn = self._acquired
         try:
             self._tx: Transaction = self._conn.transaction()
             await self._tx.start()
         except BaseException:
-            await self._pool.release(self._conn)
+            await self._release()
             raise
         self.inbox = Inbox(self._conn)
         self.outbox = Outbox(self._conn)
@@ -56,6 +70,10 @@ class UnitOfWork:
             else:
                 await self._tx.rollback()
         finally:
-            await self._pool.release(self._conn)
+            await self._release()
         if exc_type is None and self.outbox.added:
             self._on_outbox_write()
+
+    async def _release(self) -> None:
+        if self._acquired is not None:
+            await self._pool.release(self._acquired)

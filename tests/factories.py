@@ -117,3 +117,33 @@ def envelope(
 
 def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode()
+
+
+def order_shipped(
+    order_id: str = "M250112345678",
+    *,
+    email: str | None = "camille.martin@example.fr",
+    fulfillment: bool = False,
+    name: str = "Camille Martin",
+) -> dict[str, Any]:
+    """The ``order.shipped`` payload the processor emits for :func:`order_snapshot`."""
+    snapshot = order_snapshot(order_id, "shipped", fulfillment=fulfillment)
+    billing = {**snapshot["billing_address"], "email": email, "full_name": name}
+    package = snapshot["packages"][0]
+    tracking = package["delivery"]["trackings"][0]
+    return {
+        "marketplace": snapshot["marketplace"],
+        "marketplace_order_id": order_id,
+        "marketplace_order_date": snapshot["marketplace_order_date"],
+        "shipped_at": snapshot["updated_at"],
+        "currency": "EUR",
+        "billing_address": billing,
+        "lines": package["cart"],
+        "total_order": snapshot["total_order"],
+        "total_tax": snapshot["total_tax"],
+        "shipping": snapshot["shipping"],
+        "carrier": tracking["carrier"],
+        "tracking_number": tracking["number"],
+        "tracking_url": tracking["url"],
+        "is_delivered_by_marketplace": fulfillment,
+    }

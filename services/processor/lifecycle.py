@@ -50,6 +50,10 @@ NEXT_STATUSES: Mapping[LengowStatus, frozenset[LengowStatus]] = {
 
 #: Reaching one of these means the goods left: the customer's invoice is due.
 SHIPMENT_STATUSES = frozenset({S.SHIPPED, S.CLOSED})
+#: Statuses only an order that shipped can have.
+SHIPPED_OR_LATER = frozenset(
+    {S.SHIPPED, S.CLOSED, S.TO_REFUND, S.REFUNDING, S.PARTIAL_REFUNDED, S.REFUNDED}
+)
 
 
 @cache
@@ -151,7 +155,13 @@ def observe(state: OrderState | None, seen: Observation) -> Outcome:
             " or leaves a final status",
         )
 
-    announces = seen.status in SHIPMENT_STATUSES and not state.shipment_announced
+    # A poll may miss the shipped status itself (shipped, then refunding, between two polls):
+    # any move from before shipment to after it means the order shipped.
+    announces = (
+        seen.status in SHIPPED_OR_LATER
+        and state.status not in SHIPPED_OR_LATER
+        and not state.shipment_announced
+    )
     moved = OrderState(
         status=seen.status,
         source_updated_at=seen.updated_at,

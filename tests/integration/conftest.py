@@ -1,13 +1,22 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from email.message import EmailMessage
+from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp import web
+from aiosmtpd.controller import Controller
 
 from sandbox.marketplace import Marketplace
 from sandbox.server import base_url, create_sandbox, sandbox_state, serve
+from sandbox.smtp import MailFolder
+from services.notifier.app import Notifier
+from services.notifier.app import create_app as notifier_app
+from services.notifier.settings import NotifierSettings
 from services.poller.app import Poller
 from services.poller.settings import PollerSettings
 from services.processor.app import Processor, ProcessorSettings, create_app
@@ -111,3 +120,85 @@ async def poller_factory(
     for poller in started:
         await poller.broker.stop()
         await poller.close()
+
+
+# --- SMTP sink and notifier ----------------------------------------------------------------
+
+NOTIFIER_QUEUES = ("notifier.order-shipped", "notifier.order-shipped.dlq")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SmtpSink:
+    """The real aiosmtpd sink on a loopback port; it can be stopped and started again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.mails = MailFolder(folder)
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self.mails, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def messages(self) -> list[EmailMessage]:
+        return self.mails.messages()
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    sink = SmtpSink(tmp_path / "emails")
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+def notifier_settings(
+    amqp_url: str, database_url: str, sink: SmtpSink, **overrides: object
+) -> NotifierSettings:
+    values: dict[str, object] = {
+        "amqp_url": amqp_url,
+        "database_url": database_url,
+        "smtp_port": sink.port,
+        "smtp_attempts": 2,
+        "smtp_backoff_seconds": 0.05,
+        "smtp_timeout_seconds": 5,
+        "retry_delay": 0.2,
+        "outbox_poll_interval": 0.1,
+        "seller_legal_name": "Outils Martin SAS",
+        "seller_siren": "123456789",
+        "seller_siret": "12345678900012",
+        "seller_vat_number": "FR12123456789",
+        "log_format": "console",
+        **overrides,
+    }
+    return NotifierSettings.model_validate(values)
+
+
+@pytest.fixture
+async def notifier_factory(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink
+) -> AsyncIterator[Callable[..., Awaitable[Notifier]]]:
+    """Start one or more real notifiers (same queue, same database)."""
+    await delete_queues(amqp_url, *NOTIFIER_QUEUES)
+    stack = contextlib.AsyncExitStack()
+
+    async def start(**overrides: object) -> Notifier:
+        app = notifier_app(notifier_settings(amqp_url, database_url, smtp_sink, **overrides))
+        await stack.enter_async_context(app)
+        notifier: Notifier = app.context.get("notifier")
+        return notifier
+
+    async with stack:
+        yield start

@@ -1,4 +1,4 @@
-"""Sandbox -> poller -> RabbitMQ -> processor -> PostgreSQL, with 1,000 orders."""
+"""Sandbox -> poller -> RabbitMQ -> processor -> PostgreSQL (-> notifier -> SMTP)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import asyncpg
 import pytest
 
 from sandbox.marketplace import now
+from services.notifier.app import Notifier
 from services.poller.app import Poller
 from services.processor.app import Processor
-from tests.integration.conftest import RunningSandbox
+from tests.integration.conftest import RunningSandbox, SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +75,45 @@ async def test_thousand_orders_reach_the_database_with_the_marketplace_status(
     assert len(announcements) > 100
     assert await db.fetchval("SELECT count(*) FROM order_transitions WHERE kind = 'rejected'") == 0
     assert await db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+
+async def test_every_shipped_order_gets_exactly_one_invoice_email(
+    sandbox: RunningSandbox,
+    processor: Processor,
+    db: asyncpg.Connection,
+    poller_factory: Callable[..., Awaitable[Poller]],
+    notifier_factory: Callable[..., Awaitable[Notifier]],
+    smtp_sink: SmtpSink,
+) -> None:
+    await notifier_factory()
+    start = now() - timedelta(hours=3)
+    for index in range(60):
+        sandbox.marketplace.create_order(
+            at=start + timedelta(seconds=index), fulfillment=index % 10 == 0
+        )
+    poller = await poller_factory()
+    source = poller.settings.lengow_sources[0]
+    await poller.sync.incremental(source)
+    # Between polls orders move on, sometimes by several steps (shipped, then refunding).
+    for _ in range(4):
+        sandbox.marketplace.advance(now(), share=0.6)
+        sandbox.marketplace.advance(now(), share=0.6)
+        await poller.sync.incremental(source)
+        await wait_until_stored(processor, db, sandbox.statuses())
+
+    shipped = sorted(
+        order.id
+        for order in sandbox.marketplace.orders.values()
+        if order.raw["packages"][0]["delivery"]["trackings"]
+        and order.status in {"shipped", "refunding", "refunded"}
+    )
+    announced = await db.fetchval("SELECT count(*) FROM orders WHERE shipment_announced")
+    assert announced == len(shipped)
+    for _ in range(300):
+        if len(smtp_sink.messages()) >= len(shipped):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)  # a second email, were one coming, would be here by now
+    mails = smtp_sink.messages()
+    assert sorted(m["X-Marketplace-Order-Id"] for m in mails) == shipped
+    assert len({m["Message-ID"] for m in mails}) == len(shipped)

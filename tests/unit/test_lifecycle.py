@@ -84,6 +84,24 @@ def test_shipment_is_announced_once() -> None:
     assert isinstance(closed, StatusMoved) and not closed.announces_shipment
 
 
+def test_shipment_missed_between_two_polls_is_still_announced() -> None:
+    state = OrderState(S.WAITING_SHIPMENT, at(0), 2, False)
+    outcome = observe(state, Observation(S.REFUNDING, at(30)))
+    assert isinstance(outcome, StatusMoved)
+    assert outcome.kind == "skipped"
+    assert outcome.announces_shipment
+
+
+def test_order_first_seen_after_shipment_is_not_announced() -> None:
+    """Shipped before this system saw it: its invoice is not this system's to send."""
+    first = observe(None, Observation(S.REFUNDING, at(0)))
+    assert isinstance(first, StatusMoved)
+    assert not first.announces_shipment
+    later = observe(first.state, Observation(S.REFUNDED, at(5)))
+    assert isinstance(later, StatusMoved)
+    assert not later.announces_shipment
+
+
 def test_stale_and_equal_times_change_nothing() -> None:
     state = OrderState(S.SHIPPED, at(10), 3, True)
     assert observe(state, Observation(S.WAITING_SHIPMENT, at(5))) == Stale()

@@ -1,0 +1,120 @@
+"""The notifier's FastStream application: wiring only, the work is in ``handlers``."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.notifier.handlers import InvoiceService
+from services.notifier.mailer import InvoiceMailer
+from services.notifier.rendering import InvoiceRenderer
+from services.notifier.settings import NotifierSettings
+from shared.contracts import Envelope, EventType, OrderShipped
+from shared.database import create_pool, migrate_dsn
+from shared.logging import configure_logging, get_logger
+from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue
+
+log = get_logger("services.notifier")
+
+
+class Notifier:
+    """The running notifier: broker, database pool, outbox relay and invoice service."""
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        self.settings = settings
+        self.broker = RabbitBroker(
+            settings.amqp_url.get_secret_value(),
+            default_channel=Channel(prefetch_count=settings.prefetch_count),
+            logger=logging.getLogger("faststream.notifier"),
+            log_level=logging.DEBUG,
+        )
+        self.order_shipped_queue = consumer_queue(
+            "notifier.order-shipped",
+            EventType.ORDER_SHIPPED,
+            delivery_limit=settings.delivery_limit,
+        )
+        self._pool: asyncpg.Pool | None = None
+        self._relay: OutboxRelay | None = None
+        self._service: InvoiceService | None = None
+        consumer = Consumer(self.broker, self.order_shipped_queue, retry_delay=settings.retry_delay)
+
+        @self.broker.subscriber(
+            self.order_shipped_queue,
+            EVENTS,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_body,
+            title="notifier.order-shipped",
+            description="Issues the customer's invoice and emails it, once per order.",
+        )
+        async def on_order_shipped(message: RabbitMessage) -> None:
+            await consumer.run(message, Envelope[OrderShipped], self.service.on_order_shipped)
+
+    @property
+    def service(self) -> InvoiceService:
+        if self._service is None:
+            raise RuntimeError("the notifier is not started")
+        return self._service
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise RuntimeError("the notifier is not started")
+        return self._relay
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the notifier is not started")
+        return self._pool
+
+    async def open(self) -> None:
+        dsn = self.settings.database_url.get_secret_value()
+        schema = self.settings.notifier_db_schema
+        await migrate_dsn(dsn, schema, "services.notifier")
+        self._pool = await create_pool(dsn, schema, max_size=self.settings.notifier_db_pool_size)
+        self._relay = OutboxRelay(
+            self._pool,
+            self.broker,
+            poll_interval=self.settings.outbox_poll_interval,
+            batch_size=self.settings.outbox_batch_size,
+        )
+        self._service = InvoiceService(
+            self.settings,
+            self._pool,
+            self._relay.wake,
+            InvoiceMailer(self.settings),
+            InvoiceRenderer(self.settings.invoice_language),
+        )
+
+    async def started(self) -> None:
+        await declare_dead_letter_queue(self.broker, self.order_shipped_queue)
+        self.relay.start()
+        log.info(
+            "notifier.started",
+            smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
+            language=self.settings.invoice_language,
+        )
+
+    async def close(self) -> None:
+        if self._relay is not None:
+            await self._relay.stop()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("notifier.stopped")
+
+
+def create_app(settings: NotifierSettings | None = None) -> FastStream:
+    settings = settings or NotifierSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    notifier = Notifier(settings)
+    app = FastStream(notifier.broker, logger=logging.getLogger("faststream.notifier"))
+    app.on_startup(notifier.open)
+    app.after_startup(notifier.started)
+    app.after_shutdown(notifier.close)
+    app.context.set_global("notifier", notifier)
+    return app

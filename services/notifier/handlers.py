@@ -1,0 +1,224 @@
+"""What the notifier does with ``order.shipped``: issue the invoice once, email it once.
+
+The invoice row is the record of everything: allocated and archived in one transaction, then
+the attempt is recorded before the SMTP call and its result after. A worker holds the order's
+session lock across the call; finding an attempt recorded without that lock held means its
+worker died mid-send: the attempt is in doubt, and the email is sent again with the same
+Message-ID so the receiving side can recognise it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from services.notifier.invoice import Invoice, build_invoice, invoice_number
+from services.notifier.mailer import (
+    InvoiceMailer,
+    PermanentDeliveryError,
+    TemporaryDeliveryError,
+    checked_recipient,
+    message_id_for,
+)
+from services.notifier.rendering import InvoiceRenderer
+from services.notifier.repository import InvoiceRepository, NotifierUnitOfWork, StoredInvoice
+from services.notifier.settings import NotifierSettings
+from shared.contracts import (
+    Envelope,
+    EventType,
+    InvoiceFailed,
+    InvoiceSent,
+    OrderShipped,
+    follow_up,
+)
+from shared.database import Connection
+from shared.logging import get_logger
+from shared.topology import EVENTS
+
+SOURCE = "notifier"
+INVOICE_TIMEZONE = ZoneInfo("Europe/Paris")
+
+log = get_logger(__name__)
+
+
+class InvoiceBusyError(Exception):
+    """Another worker is handling this order's invoice right now: try again later."""
+
+
+class InvoiceService:
+    def __init__(
+        self,
+        settings: NotifierSettings,
+        pool: asyncpg.Pool,
+        wake_relay: Callable[[], None],
+        mailer: InvoiceMailer,
+        renderer: InvoiceRenderer,
+        clock: Callable[[], datetime] = lambda: datetime.now(INVOICE_TIMEZONE),
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._wake_relay = wake_relay
+        self._mailer = mailer
+        self._renderer = renderer
+        self._clock = clock
+        self._seller = settings.seller()
+
+    def _unit_of_work(self, conn: Connection) -> NotifierUnitOfWork:
+        return NotifierUnitOfWork(self._pool, self._wake_relay, connection=conn)
+
+    async def on_order_shipped(self, envelope: Envelope[OrderShipped]) -> None:
+        shipment = envelope.data
+        if shipment.is_delivered_by_marketplace and not self._settings.invoice_fulfillment_orders:
+            log.info("invoice.skipped_fulfillment", reason="INVOICE_FULFILLMENT_ORDERS is false")
+            return
+        async with self._pool.acquire() as conn:
+            invoices = InvoiceRepository(conn)
+            if not await invoices.try_lock(shipment):
+                raise InvoiceBusyError(f"invoice of {shipment.marketplace_order_id} is busy")
+            try:
+                await self._issue_and_send(conn, envelope)
+            finally:
+                await invoices.unlock(shipment)
+
+    def _invoice(self, shipment: OrderShipped, number: str, issued_on: datetime) -> Invoice:
+        return build_invoice(
+            shipment,
+            seller=self._seller,
+            number=number,
+            issued_on=issued_on.date(),
+            shipping_label=self._renderer.labels["shipping"],
+        )
+
+    async def _issue(self, conn: Connection, shipment: OrderShipped) -> StoredInvoice:
+        """Number, render and archive the invoice, in one transaction (gapless numbering)."""
+        issued = self._clock()
+        async with self._unit_of_work(conn) as uow:
+            sequence = await uow.invoices.next_sequence(self._seller.siren, issued.year)
+            number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
+            invoice = self._invoice(shipment, number, issued)
+            message_id = message_id_for(invoice, self._mailer.domain)
+            await uow.invoices.add(
+                invoice,
+                seller=self._seller.siren,
+                sequence=sequence,
+                language=self._renderer.language,
+                recipient=invoice.customer.email,
+                message_id=message_id,
+                pdf=self._renderer.pdf(invoice),
+            )
+        log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
+        return StoredInvoice(
+            number=number,
+            issued_on=invoice.issued_on,
+            message_id=message_id,
+            email_status="pending",
+            attempts=0,
+            recipient=invoice.customer.email,
+        )
+
+    async def _issue_and_send(self, conn: Connection, envelope: Envelope[OrderShipped]) -> None:
+        shipment = envelope.data
+        stored = await InvoiceRepository(conn).get(shipment)
+        if stored is None:
+            stored = await self._issue(conn, shipment)
+        if stored.email_status in ("sent", "failed"):
+            log.info(
+                "invoice.already_handled",
+                invoice_number=stored.number,
+                email_status=stored.email_status,
+            )
+            return
+
+        try:
+            recipient = checked_recipient(
+                shipment.billing_address.email if shipment.billing_address else None
+            )
+        except PermanentDeliveryError as failure:
+            await self._record_failure(conn, envelope, stored, str(failure))
+            return
+
+        if stored.email_status == "sending":
+            log.warning(
+                "invoice.attempt_in_doubt",
+                invoice_number=stored.number,
+                message_id=stored.message_id,
+                resolution="sending again with the same Message-ID",
+            )
+        async with self._unit_of_work(conn) as uow:
+            await uow.invoices.set_status(shipment, "sending")
+
+        issued = datetime.combine(stored.issued_on, datetime.min.time(), INVOICE_TIMEZONE)
+        invoice = self._invoice(shipment, stored.number, issued)
+        pdf = await InvoiceRepository(conn).pdf(shipment)
+        if pdf is None:  # pragma: no cover - the row was read a moment ago, under our lock
+            raise RuntimeError(f"invoice {stored.number} lost its PDF")
+        try:
+            message = self._mailer.compose(
+                invoice, self._renderer.email(invoice), pdf, recipient, stored.message_id
+            )
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._settings.smtp_attempts),
+                wait=wait_exponential(multiplier=self._settings.smtp_backoff_seconds, max=30),
+                retry=retry_if_exception_type(TemporaryDeliveryError),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._mailer.send(message)
+        except PermanentDeliveryError as failure:
+            await self._record_failure(conn, envelope, stored, str(failure))
+            return
+        except TemporaryDeliveryError as failure:
+            # Not accepted by the server: nothing is in doubt; the delivery is retried later.
+            async with self._unit_of_work(conn) as uow:
+                await uow.invoices.set_status(shipment, "pending", str(failure))
+            log.warning("invoice.email_deferred", invoice_number=stored.number, reason=str(failure))
+            raise
+
+        async with self._unit_of_work(conn) as uow:
+            await uow.invoices.set_status(shipment, "sent")
+            await uow.outbox.add(
+                EVENTS.name,
+                follow_up(
+                    envelope,
+                    type=EventType.INVOICE_SENT,
+                    source=SOURCE,
+                    data=InvoiceSent(
+                        marketplace=shipment.marketplace,
+                        marketplace_order_id=shipment.marketplace_order_id,
+                        invoice_number=stored.number,
+                        message_id=stored.message_id,
+                        recipient=recipient,
+                    ),
+                ),
+            )
+        log.info("invoice.sent", invoice_number=stored.number, message_id=stored.message_id)
+
+    async def _record_failure(
+        self,
+        conn: Connection,
+        envelope: Envelope[OrderShipped],
+        stored: StoredInvoice,
+        reason: str,
+    ) -> None:
+        shipment = envelope.data
+        async with self._unit_of_work(conn) as uow:
+            await uow.invoices.set_status(shipment, "failed", reason)
+            await uow.outbox.add(
+                EVENTS.name,
+                follow_up(
+                    envelope,
+                    type=EventType.INVOICE_FAILED,
+                    source=SOURCE,
+                    data=InvoiceFailed(
+                        marketplace=shipment.marketplace,
+                        marketplace_order_id=shipment.marketplace_order_id,
+                        invoice_number=stored.number,
+                        reason=reason,
+                    ),
+                ),
+            )
+        log.warning("invoice.failed", invoice_number=stored.number, reason=reason)

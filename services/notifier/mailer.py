@@ -1,0 +1,124 @@
+"""SMTP adapter: composes the invoice email and delivers it with aiosmtplib.
+
+Failures are sorted for the caller: a temporary one (connection refused, timeout, 4xx) is
+worth retrying; a permanent one (5xx, such as an unknown recipient) is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+
+import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
+
+from services.notifier.invoice import Invoice
+from services.notifier.rendering import RenderedEmail
+from services.notifier.settings import NotifierSettings
+
+
+class DeliveryError(Exception):
+    """The invoice email was not delivered."""
+
+
+class TemporaryDeliveryError(DeliveryError):
+    pass
+
+
+class PermanentDeliveryError(DeliveryError):
+    pass
+
+
+def one_line(text: str) -> str:
+    """Header values never carry line breaks (no header injection)."""
+    return " ".join(text.split())
+
+
+def checked_recipient(address: str | None) -> str:
+    """The customer's address, normalised, or :class:`PermanentDeliveryError` saying why not."""
+    if not address:
+        raise PermanentDeliveryError("the order has no billing email address")
+    if address != one_line(address) or " " in address:
+        raise PermanentDeliveryError(f"invalid billing email address {address!r}")
+    try:
+        # No SMTPUTF8: an address that needs it could not be written in the To header.
+        return validate_email(address, check_deliverability=False, allow_smtputf8=False).normalized
+    except EmailNotValidError as exc:
+        raise PermanentDeliveryError(f"invalid billing email address {address!r}: {exc}") from None
+
+
+def message_id_for(invoice: Invoice, domain: str) -> str:
+    """Stable for an invoice, so a retry after a crash is recognisable downstream."""
+    digest = hashlib.sha256(f"{invoice.marketplace}:{invoice.order_id}".encode()).hexdigest()
+    return f"<{invoice.number}.{digest[:16]}@{domain}>"
+
+
+class InvoiceMailer:
+    def __init__(self, settings: NotifierSettings) -> None:
+        self._settings = settings
+        self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
+
+    def compose(
+        self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
+    ) -> EmailMessage:
+        """The email, or :class:`PermanentDeliveryError` when the data cannot make one."""
+        try:
+            return self._compose(invoice, rendered, pdf, recipient, message_id)
+        except (ValueError, TypeError) as exc:  # header defects are ValueErrors
+            raise PermanentDeliveryError(f"cannot compose the email: {exc}") from None
+
+    def _compose(
+        self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
+    ) -> EmailMessage:
+        message = EmailMessage(policy=SMTP)
+        message["Subject"] = one_line(rendered.subject)
+        message["From"] = Address(
+            display_name=one_line(self._settings.mail_from_name), addr_spec=self._settings.mail_from
+        )
+        message["To"] = Address(display_name=one_line(invoice.customer.name), addr_spec=recipient)
+        message["Message-ID"] = message_id
+        message["Date"] = format_datetime(datetime.now(UTC))
+        message["X-Invoice-Number"] = invoice.number
+        message["X-Marketplace-Order-Id"] = one_line(invoice.order_id)
+        message.set_content(rendered.text)
+        message.add_alternative(rendered.html, subtype="html")
+        message.add_attachment(
+            pdf, maintype="application", subtype="pdf", filename=f"{invoice.number}.pdf"
+        )
+        return message
+
+    async def send(self, message: EmailMessage) -> None:
+        settings = self._settings
+        try:
+            await aiosmtplib.send(
+                message,
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                username=settings.smtp_username,
+                password=(
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                ),
+                use_tls=settings.smtp_security == "tls",
+                start_tls=settings.smtp_security == "starttls",
+                timeout=settings.smtp_timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [error.code for error in exc.recipients]
+            text = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
+            if all(code >= 500 for code in codes):
+                raise PermanentDeliveryError(f"recipient refused: {text}") from None
+            raise TemporaryDeliveryError(f"recipient deferred: {text}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            failure = f"SMTP server answered {exc.code} {exc.message}"
+            if exc.code >= 500:
+                raise PermanentDeliveryError(failure) from None
+            raise TemporaryDeliveryError(failure) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise TemporaryDeliveryError(
+                f"SMTP server {settings.smtp_host}:{settings.smtp_port} unreachable:"
+                f" {type(exc).__name__}: {exc}"
+            ) from None

@@ -1,0 +1,55 @@
+"""The notifier's configuration, from the environment."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from services.notifier.invoice import Seller
+from shared.settings import ServiceSettings
+
+
+class NotifierSettings(ServiceSettings):
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    #: "starttls" upgrades a plain connection, "tls" connects over TLS, "none" for a local sink.
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: Attempts within one delivery before the message is handed back for a later retry.
+    smtp_attempts: int = Field(default=3, gt=0)
+    smtp_backoff_seconds: float = Field(default=1.0, ge=0)
+    mail_from: str = "factures@example-seller.fr"
+    mail_from_name: str = "Service client"
+    invoice_language: Literal["fr", "en"] = "fr"
+    invoice_prefix: str = Field(default="FA", pattern=r"^[A-Z0-9-]{0,10}$")
+    #: Fulfillment orders (shipped by ManoMano) get an invoice too unless this is false.
+    invoice_fulfillment_orders: bool = True
+    seller_legal_name: str = "Votre Société SAS"
+    seller_address: str = "1 rue de l'Exemple, 75001 Paris, France"
+    seller_siren: str = "000000000"
+    seller_siret: str = "00000000000000"
+    seller_vat_number: str = "FR00000000000"
+    seller_legal_form: str | None = None
+    seller_share_capital: str | None = None
+    seller_rcs: str | None = None
+    notifier_db_schema: str = "notifier"
+    notifier_db_pool_size: int = 10
+    #: Redeliveries before a message is dead-lettered: SMTP outages can last a while.
+    delivery_limit: int = 200
+    retry_delay: float = 2.0
+
+    def seller(self) -> Seller:
+        return Seller(
+            legal_name=self.seller_legal_name,
+            address=tuple(part.strip() for part in self.seller_address.split(",") if part.strip()),
+            siren=self.seller_siren,
+            siret=self.seller_siret,
+            vat_number=self.seller_vat_number,
+            email=self.mail_from,
+            legal_form=self.seller_legal_form,
+            share_capital=self.seller_share_capital,
+            rcs=self.seller_rcs,
+        )

@@ -1,0 +1,251 @@
+"""The notifier against the real RabbitMQ, PostgreSQL and an aiosmtpd SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from email.message import EmailMessage
+
+import asyncpg
+import pytest
+from pypdf import PdfReader
+
+from services.notifier.app import Notifier
+from services.notifier.archive import fetch_invoice
+from shared.contracts import OrderRef
+from tests.bus import publish, recording
+from tests.factories import encode, envelope, order_shipped
+from tests.integration.conftest import SmtpSink
+
+pytestmark = pytest.mark.integration
+
+StartNotifier = Callable[..., Awaitable[Notifier]]
+
+
+async def publish_shipped(amqp_url: str, message: dict[str, object]) -> None:
+    await publish(amqp_url, "orders.events", "order.shipped", encode(message))
+
+
+async def wait_for_mails(sink: SmtpSink, count: int, timeout: float = 30) -> list[EmailMessage]:
+    for _ in range(int(timeout / 0.1)):
+        found = sink.messages()
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{len(sink.messages())} emails of {count} arrived")
+
+
+async def invoices(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(
+            "SELECT marketplace_order_id, invoice_number, sequence, email_status, attempts,"
+            " message_id, last_error FROM notifier.invoices ORDER BY sequence"
+        )
+    finally:
+        await conn.close()
+
+
+async def quiet(database_url: str, notifier: Notifier, done: int) -> list[asyncpg.Record]:
+    """Wait until ``done`` invoices are sent or failed and their events published."""
+    rows: list[asyncpg.Record] = []
+    for _ in range(300):
+        rows = await invoices(database_url)
+        settled = [r for r in rows if r["email_status"] in ("sent", "failed")]
+        if len(settled) >= done and await notifier.relay.pending() == 0:
+            await asyncio.sleep(0.3)
+            return await invoices(database_url)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"invoices: {[dict(r) for r in rows]}")
+
+
+def pdf_of(message: EmailMessage) -> tuple[str, str]:
+    attachment = next(message.iter_attachments())
+    data = attachment.get_content()
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+    return attachment.get_filename() or "", text
+
+
+async def test_shipped_order_gets_one_invoice_email_with_its_pdf(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    notifier = await notifier_factory()
+    async with recording(amqp_url, "orders.events", "invoice.*") as events:
+        await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+        [mail] = await wait_for_mails(smtp_sink, 1)
+        await events.wait_for(lambda r: len(r.of_type("invoice.sent")) == 1)
+
+    assert mail["To"] == "Camille Martin <camille.martin@example.fr>"
+    assert "M250112345678" in mail["Subject"]
+    filename, text = pdf_of(mail)
+    year = filename[2:6]
+    number = f"FA{year}-000001"
+    assert filename == f"{number}.pdf"
+    for expected in [
+        number,
+        "M250112345678",
+        "Camille Martin",
+        "Perceuse visseuse sans fil 18V",
+        "Coffret de 10 forets béton",
+        "Frais de port",
+        "133,17",  # total excluding VAT
+        "26,63",  # VAT
+        "159,80",  # total including VAT
+        "SIREN 123456789",
+        "FR12123456789",
+    ]:
+        assert expected in text, expected
+    sent = events.of_type("invoice.sent")[0]["data"]
+    assert sent["invoice_number"] == number
+    assert sent["message_id"] == mail["Message-ID"]
+    [row] = await quiet(database_url, notifier, 1)
+    assert (row["email_status"], row["attempts"]) == ("sent", 1)
+    archived = await fetch_invoice(
+        notifier.settings, OrderRef(marketplace="manomano_fr", marketplace_order_id="M250112345678")
+    )
+    assert archived is not None
+    assert archived.startswith(b"%PDF") and archived == next(mail.iter_attachments()).get_content()
+
+
+async def test_hundred_orders_get_invoice_numbers_one_to_hundred(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    notifier = await notifier_factory()
+    for index in range(100):
+        await publish_shipped(amqp_url, envelope(order_shipped(f"M{index:05d}"), "order.shipped"))
+    mails = await wait_for_mails(smtp_sink, 100, timeout=60)
+    rows = await quiet(database_url, notifier, 100)
+    assert [r["sequence"] for r in rows] == list(range(1, 101))
+    assert len({r["marketplace_order_id"] for r in rows}) == 100
+    assert sorted(m["Message-ID"] for m in mails) == sorted(r["message_id"] for r in rows)
+
+
+async def test_duplicates_and_redeliveries_send_no_second_email(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    notifier = await notifier_factory()
+    shipped = envelope(order_shipped(), "order.shipped")
+    await publish_shipped(amqp_url, shipped)
+    await publish_shipped(amqp_url, shipped)  # redelivered: same message id
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))  # re-announced
+    await wait_for_mails(smtp_sink, 1)
+    rows = await quiet(database_url, notifier, 1)
+    await asyncio.sleep(1.0)
+    assert len(smtp_sink.messages()) == 1
+    assert len(rows) == 1
+
+
+async def test_two_notifiers_share_the_work_and_never_double(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    first = await notifier_factory()
+    await notifier_factory()
+    for index in range(30):
+        message = envelope(order_shipped(f"M{index:05d}"), "order.shipped")
+        await publish_shipped(amqp_url, message)
+        await publish_shipped(amqp_url, envelope(order_shipped(f"M{index:05d}"), "order.shipped"))
+    await wait_for_mails(smtp_sink, 30)
+    rows = await quiet(database_url, first, 30)
+    await asyncio.sleep(1.0)
+    mails = smtp_sink.messages()
+    assert len(mails) == 30
+    assert [r["sequence"] for r in rows] == list(range(1, 31))
+
+
+async def test_smtp_down_then_up_delivers_once_it_is_back(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    smtp_sink.stop()
+    notifier = await notifier_factory()
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    for _ in range(50):
+        rows = await invoices(database_url)
+        if rows and rows[0]["last_error"]:
+            break
+        await asyncio.sleep(0.1)
+    assert rows[0]["email_status"] == "pending"
+    assert "unreachable" in rows[0]["last_error"]
+    smtp_sink.start()
+    [mail] = await wait_for_mails(smtp_sink, 1)
+    [row] = await quiet(database_url, notifier, 1)
+    assert row["email_status"] == "sent"
+    assert mail["Message-ID"] == row["message_id"]
+
+
+@pytest.mark.parametrize(
+    ("email", "reason"),
+    [
+        (None, "no billing email address"),
+        ("camille.martin-at-example.fr", "invalid billing email address"),
+        ("camille@refused.example.fr", "550"),
+    ],
+    ids=["missing", "invalid", "bounced"],
+)
+async def test_unusable_address_gives_invoice_failed_with_the_reason(
+    amqp_url: str,
+    database_url: str,
+    smtp_sink: SmtpSink,
+    notifier_factory: StartNotifier,
+    email: str | None,
+    reason: str,
+) -> None:
+    notifier = await notifier_factory()
+    async with recording(amqp_url, "orders.events", "invoice.*") as events:
+        await publish_shipped(amqp_url, envelope(order_shipped(email=email), "order.shipped"))
+        await events.wait_for(lambda r: len(r.of_type("invoice.failed")) == 1)
+    failed = events.of_type("invoice.failed")[0]["data"]
+    assert reason in failed["reason"]
+    assert failed["invoice_number"].endswith("-000001")
+    [row] = await quiet(database_url, notifier, 1)
+    assert row["email_status"] == "failed"
+    assert smtp_sink.messages() == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_fulfillment_orders_follow_the_setting(
+    amqp_url: str,
+    database_url: str,
+    smtp_sink: SmtpSink,
+    notifier_factory: StartNotifier,
+    enabled: bool,
+) -> None:
+    notifier = await notifier_factory(invoice_fulfillment_orders=enabled)
+    await publish_shipped(
+        amqp_url, envelope(order_shipped("F1", fulfillment=True), "order.shipped")
+    )
+    await publish_shipped(amqp_url, envelope(order_shipped("S1"), "order.shipped"))
+    await wait_for_mails(smtp_sink, 1)
+    await quiet(database_url, notifier, 2 if enabled else 1)
+    await asyncio.sleep(0.5)
+    sent_for = sorted(m["X-Marketplace-Order-Id"] for m in smtp_sink.messages())
+    assert sent_for == (["F1", "S1"] if enabled else ["S1"])
+
+
+async def test_attempt_in_doubt_is_resent_with_the_same_message_id(
+    amqp_url: str,
+    database_url: str,
+    smtp_sink: SmtpSink,
+    notifier_factory: StartNotifier,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker died after recording its attempt and before recording the result."""
+    notifier = await notifier_factory()
+    smtp_sink.stop()
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    for _ in range(50):
+        rows = await invoices(database_url)
+        if rows and rows[0]["last_error"]:
+            break
+        await asyncio.sleep(0.1)
+    # The state a crash mid-send leaves behind: the attempt recorded, no worker holding it.
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("UPDATE notifier.invoices SET email_status = 'sending', last_error = NULL")
+    await conn.close()
+    with caplog.at_level(logging.WARNING):
+        smtp_sink.start()
+        [mail] = await wait_for_mails(smtp_sink, 1)
+        [row] = await quiet(database_url, notifier, 1)
+    assert mail["Message-ID"] == row["message_id"]
+    assert "invoice.attempt_in_doubt" in caplog.text
