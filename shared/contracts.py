@@ -218,7 +218,12 @@ class OrderTransitionRejected(OrderRef):
 
 
 class OrderCommand(OrderRef):
-    """A request from another service; ``command_id`` is the caller's idempotency key."""
+    """A request from another service; ``command_id`` is the caller's idempotency key.
+
+    Unlike events, commands refuse unknown fields: a misspelt argument must not be ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     command_id: str = Field(min_length=1, max_length=200)
 
@@ -232,16 +237,25 @@ class RefuseOrder(OrderCommand):
 
 
 class ShipOrder(OrderCommand):
-    carrier: str = Field(min_length=1)
-    carrier_name: str | None = None
-    tracking_number: str | None = None
-    tracking_url: str | None = None
+    carrier: str = Field(min_length=1, max_length=100)
+    carrier_name: str | None = Field(default=None, max_length=200)
+    tracking_number: str | None = Field(default=None, max_length=200)
+    tracking_url: str | None = Field(default=None, max_length=2000)
     line_ids: list[str] | None = None
 
 
 class RefundOrder(OrderCommand):
-    refund_reason: str | None = None
+    # Optional here so that a missing one gets the lifecycle's clear reason, not a schema error.
+    refund_reason: str | None = Field(default=None, max_length=200)
     refund_shipping_fees: bool | None = None
+
+
+COMMAND_MODELS: dict[str, type[OrderCommand]] = {
+    CommandType.ACCEPT: AcceptOrder,
+    CommandType.REFUSE: RefuseOrder,
+    CommandType.SHIP: ShipOrder,
+    CommandType.REFUND: RefundOrder,
+}
 
 
 class SyncOrders(Payload):
@@ -259,6 +273,8 @@ class SyncOrders(Payload):
 class CommandAccepted(OrderRef):
     command_id: str
     command_type: CommandType
+    #: True when the same command_id was seen before: this repeats the first answer.
+    duplicate: bool = False
 
 
 class CommandRejected(Payload):
@@ -267,6 +283,7 @@ class CommandRejected(Payload):
     marketplace: str | None = None
     marketplace_order_id: str | None = None
     reason: str
+    duplicate: bool = False
 
 
 class OrderActionRequested(OrderRef):
@@ -301,7 +318,7 @@ class InvoiceFailed(OrderRef):
 
 # --- The envelope --------------------------------------------------------------------------
 
-DataT = TypeVar("DataT", bound=BaseModel)
+DataT = TypeVar("DataT")
 
 
 class Envelope(BaseModel, Generic[DataT]):

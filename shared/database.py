@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
@@ -127,3 +129,16 @@ async def ensure_database(dsn: str) -> bool:
         await admin.close()
     log.info("database.created", database=name)
     return True
+
+
+@asynccontextmanager
+async def session_lock(conn: Connection, key: str) -> AsyncIterator[bool]:
+    """Try to take the advisory lock ``key`` for as long as the block runs; yields whether it
+    was taken. Held by the session, not a transaction, so it spans several transactions and
+    outside calls (HTTP, SMTP); a process that dies releases it with its connection."""
+    locked = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", key))
+    try:
+        yield locked
+    finally:
+        if locked:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", key)

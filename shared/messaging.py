@@ -60,11 +60,14 @@ class Outbox:
         routing_key: str | None = None,
         reply_to: str | None = None,
         correlation_id: str | None = None,
+        message_id: uuid.UUID | None = None,
     ) -> None:
+        """``message_id`` defaults to the envelope's; a copy of one envelope sent elsewhere
+        (a reply) needs its own."""
         await self._conn.execute(
             "INSERT INTO outbox (message_id, exchange, routing_key, body, reply_to,"
             " correlation_id) VALUES ($1, $2, $3, $4, $5, $6)",
-            envelope.id,
+            message_id or envelope.id,
             exchange,
             routing_key or envelope.type,
             envelope.model_dump_json().encode(),
@@ -199,6 +202,16 @@ async def raw_body(message: RabbitMessage) -> bytes:
     return message.body
 
 
+def bind_envelope(envelope: Envelope[Any]) -> None:
+    """Every log line while this message is handled names it, its order and its correlation."""
+    structlog.contextvars.bind_contextvars(
+        message_id=str(envelope.id),
+        message_type=envelope.type,
+        correlation_id=envelope.correlation_id,
+        order_id=getattr(envelope.data, "marketplace_order_id", None),
+    )
+
+
 class Consumer:
     """Runs a handler on each delivery of one queue and settles the delivery.
 
@@ -220,20 +233,26 @@ class Consumer:
         model: type[Envelope[ModelT]],
         handler: Callable[[Envelope[ModelT]], Awaitable[None]],
     ) -> None:
+        """Parse the delivery as ``model`` and hand the envelope to ``handler``."""
+
+        async def parsed(delivery: RabbitMessage) -> None:
+            envelope = parse_envelope(delivery.body, model)
+            bind_envelope(envelope)
+            await handler(envelope)
+
+        await self.run_raw(message, parsed)
+
+    async def run_raw(
+        self, message: RabbitMessage, handler: Callable[[RabbitMessage], Awaitable[None]]
+    ) -> None:
+        """Hand the delivery itself to ``handler`` (which parses it), and settle it."""
         raw = message.raw_message
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(
             queue=self._queue.name, delivery_message_id=raw.message_id
         )
         try:
-            envelope = parse_envelope(message.body, model)
-            structlog.contextvars.bind_contextvars(
-                message_id=str(envelope.id),
-                message_type=envelope.type,
-                correlation_id=envelope.correlation_id,
-                order_id=getattr(envelope.data, "marketplace_order_id", None),
-            )
-            await handler(envelope)
+            await handler(message)
         except UnprocessableMessageError as unprocessable:
             await self.dead_letter(message, str(unprocessable))
             await message.ack()

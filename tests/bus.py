@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -103,3 +104,33 @@ async def recording(url: str, exchange: str, binding: str = "#") -> AsyncIterato
         await queue.bind(target, routing_key=binding)
         await queue.consume(recorder._on_message)
         yield recorder
+
+
+async def request(
+    url: str, exchange: str, routing_key: str, body: bytes, *, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Publish with ``reply_to`` and ``correlation_id`` and wait for the answer (RPC)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        correlation_id = uuid.uuid4().hex
+        target = await channel.get_exchange(exchange)
+        await target.publish(
+            aio_pika.Message(
+                body,
+                reply_to=replies.name,
+                correlation_id=correlation_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=routing_key,
+        )
+        async with asyncio.timeout(timeout):
+            async with replies.iterator() as incoming:
+                async for message in incoming:
+                    async with message.process():
+                        if message.correlation_id == correlation_id:
+                            answer: dict[str, Any] = json.loads(message.body)
+                            return answer
+    raise AssertionError("no reply")

@@ -47,6 +47,7 @@ class Notifier:
             self.order_shipped_queue,
             EVENTS,
             ack_policy=AckPolicy.MANUAL,
+            no_reply=True,  # answers go through the outbox, never as a framework reply
             decoder=raw_body,
             title="notifier.order-shipped",
             description="Issues the customer's invoice and emails it, once per order.",

@@ -75,14 +75,13 @@ class InvoiceService:
         if shipment.is_delivered_by_marketplace and not self._settings.invoice_fulfillment_orders:
             log.info("invoice.skipped_fulfillment", reason="INVOICE_FULFILLMENT_ORDERS is false")
             return
-        async with self._pool.acquire() as conn:
-            invoices = InvoiceRepository(conn)
-            if not await invoices.try_lock(shipment):
+        async with (
+            self._pool.acquire() as conn,
+            InvoiceRepository(conn).lock(shipment) as mine,
+        ):
+            if not mine:
                 raise InvoiceBusyError(f"invoice of {shipment.marketplace_order_id} is busy")
-            try:
-                await self._issue_and_send(conn, envelope)
-            finally:
-                await invoices.unlock(shipment)
+            await self._issue_and_send(conn, envelope)
 
     def _invoice(self, shipment: OrderShipped, number: str, issued_on: datetime) -> Invoice:
         return build_invoice(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date
 
 from services.notifier.invoice import Invoice
 from shared.contracts import OrderRef
-from shared.database import Connection
+from shared.database import Connection, session_lock
 from shared.unit_of_work import UnitOfWork
 
 
@@ -21,25 +22,15 @@ class StoredInvoice:
     recipient: str | None
 
 
-def _lock_key(ref: OrderRef) -> str:
-    return f"lengow-orders:invoice:{ref.marketplace}:{ref.marketplace_order_id}"
-
-
 class InvoiceRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def try_lock(self, ref: OrderRef) -> bool:
-        """A session lock on the order's invoice, held across the SMTP call; a worker that
-        dies releases it with its connection, which is how an attempt is known to be in doubt."""
-        locked: bool = await self._conn.fetchval(
-            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", _lock_key(ref)
-        )
-        return locked
-
-    async def unlock(self, ref: OrderRef) -> None:
-        await self._conn.execute(
-            "SELECT pg_advisory_unlock(hashtextextended($1, 0))", _lock_key(ref)
+    def lock(self, ref: OrderRef) -> AbstractAsyncContextManager[bool]:
+        """The order's invoice lock, held across the SMTP call; a worker that dies releases
+        it with its connection, which is how an attempt is known to be in doubt."""
+        return session_lock(
+            self._conn, f"lengow-orders:invoice:{ref.marketplace}:{ref.marketplace_order_id}"
         )
 
     async def get(self, ref: OrderRef) -> StoredInvoice | None:

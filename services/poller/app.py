@@ -14,14 +14,15 @@ from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.poller import schedule
+from services.poller.gateway import ActionGateway
 from services.poller.lengow import LengowClient
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
-from services.poller.sync import OrderSync, PollReport
-from shared.contracts import CommandType, Envelope, SyncOrders
+from services.poller.sync import OrderSync
+from shared.contracts import CommandType, Envelope, EventType, OrderActionRequested, SyncOrders
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import Consumer, UnprocessableMessageError, raw_body
+from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
 from shared.topology import COMMANDS, EVENTS, consumer_queue, declare_dead_letter_queue
 
 log = get_logger("services.poller")
@@ -42,22 +43,59 @@ class Poller:
         self.sync_queue = consumer_queue(
             "poller.sync", CommandType.SYNC, delivery_limit=settings.delivery_limit
         )
+        self.actions_queue = consumer_queue(
+            "poller.action-requested",
+            EventType.ORDER_ACTION_REQUESTED,
+            delivery_limit=settings.delivery_limit,
+        )
         self._pool: asyncpg.Pool | None = None
         self._sync: OrderSync | None = None
+        self._gateway: ActionGateway | None = None
+        self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
-        self._schedule: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         consumer = Consumer(self.broker, self.sync_queue, retry_delay=settings.retry_delay)
+        action_consumer = Consumer(
+            self.broker, self.actions_queue, retry_delay=settings.retry_delay
+        )
+
+        @self.broker.subscriber(
+            self.actions_queue,
+            EVENTS,
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            decoder=raw_body,
+            title="poller.action-requested",
+            description="Sends each requested marketplace action to Lengow, once.",
+        )
+        async def on_action_requested(message: RabbitMessage) -> None:
+            await action_consumer.run(
+                message, Envelope[OrderActionRequested], self.gateway.on_action_requested
+            )
 
         @self.broker.subscriber(
             self.sync_queue,
             COMMANDS,
             ack_policy=AckPolicy.MANUAL,
+            no_reply=True,  # answers go through the outbox, never as a framework reply
             decoder=raw_body,
             title="poller.sync",
             description="Polls Lengow now, outside the schedule (ops).",
         )
         async def on_sync(message: RabbitMessage) -> None:
             await consumer.run(message, Envelope[SyncOrders], self.sync_now)
+
+    @property
+    def gateway(self) -> ActionGateway:
+        if self._gateway is None:
+            raise RuntimeError("the poller is not started")
+        return self._gateway
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise RuntimeError("the poller is not started")
+        return self._relay
 
     @property
     def sync(self) -> OrderSync:
@@ -88,11 +126,24 @@ class Poller:
             )
             for source in settings.lengow_sources
         }
-        self._sync = OrderSync(settings, PollerRepository(self._pool), self._clients, self.publish)
+        polls = PollerRepository(self._pool)
+        self._sync = OrderSync(settings, polls, self._clients, self.publish)
+        self._relay = OutboxRelay(
+            self._pool,
+            self.broker,
+            poll_interval=settings.outbox_poll_interval,
+            batch_size=settings.outbox_batch_size,
+        )
+        self._gateway = ActionGateway(settings, self._pool, polls, self._clients, self._relay.wake)
 
     async def started(self) -> None:
         await declare_dead_letter_queue(self.broker, self.sync_queue)
-        self._schedule = asyncio.create_task(self.run_schedule(), name="poll-schedule")
+        await declare_dead_letter_queue(self.broker, self.actions_queue)
+        self.relay.start()
+        self._tasks = [
+            asyncio.create_task(self.run_schedule(), name="poll-schedule"),
+            asyncio.create_task(self.run_action_checks(), name="action-checks"),
+        ]
         log.info(
             "poller.started",
             sources=[s.name for s in self.settings.lengow_sources],
@@ -100,10 +151,12 @@ class Poller:
         )
 
     async def close(self) -> None:
-        if self._schedule is not None:
-            self._schedule.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._schedule
+                await task
+        if self._relay is not None:
+            await self._relay.stop()
         for client in self._clients.values():
             await client.aclose()
         if self._pool is not None:
@@ -131,13 +184,19 @@ class Poller:
                 await self._guarded(self.sync.catchup_if_due(source))
             await asyncio.sleep(self.settings.poll_interval_seconds)
 
-    async def _guarded(self, poll: Any) -> PollReport | None:
+    async def run_action_checks(self) -> None:
+        """Every ``action_check_interval_seconds``: the verdict of the actions sent."""
+        while True:
+            await asyncio.sleep(self.settings.action_check_interval_seconds)
+            await self._guarded(self.gateway.check_sent())
+
+    async def _guarded(self, poll: Any) -> Any:
         try:
-            report: PollReport | None = await poll
+            report = await poll
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("poll.crashed")
+            log.exception("poller.task_failed")
             return None
         return report
 

@@ -38,3 +38,9 @@ class PollerSettings(ServiceSettings):
     poller_db_pool_size: int = 5
     #: Orders published at once while a page is handled (each waits for its confirm).
     publish_concurrency: int = Field(default=100, gt=0)
+    #: Seconds between two checks of the actions Lengow has not processed yet.
+    action_check_interval_seconds: float = Field(default=60.0, gt=0)
+    #: An action the marketplace has not processed after this long is reported failed.
+    action_timeout_seconds: float = Field(default=24 * 3600.0, gt=0)
+    #: Deliveries of one action request that may fail on Lengow's side before giving up.
+    action_max_attempts: int = Field(default=5, gt=0)

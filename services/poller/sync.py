@@ -170,7 +170,7 @@ class OrderSync:
             *(self._publish_order(snapshot, report.correlation_id) for snapshot, _ in changed)
         )
         await self._repository.save_fingerprints(
-            [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
+            source.name, [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
         )
         report.published += len(changed)
 

@@ -8,15 +8,17 @@ import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
+from pydantic import Field
 
-from services.processor.handlers import handle_order_changed
+from services.processor.commands import MANOMANO_CARRIERS, MANOMANO_REFUND_REASONS
+from services.processor.handlers import CommandHandler, handle_order_changed, read_command
 from services.processor.repository import ProcessorUnitOfWork
 from shared.contracts import Envelope, EventType, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
 from shared.settings import ServiceSettings
-from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue
+from shared.topology import COMMANDS, EVENTS, consumer_queue, declare_dead_letter_queue
 
 log = get_logger("services.processor")
 
@@ -24,6 +26,11 @@ log = get_logger("services.processor")
 class ProcessorSettings(ServiceSettings):
     processor_db_schema: str = "processor"
     processor_db_pool_size: int = 10
+    #: The marketplace's carriers and refund reasons commands are checked against.
+    marketplace_carriers: list[str] = Field(default_factory=lambda: list(MANOMANO_CARRIERS))
+    marketplace_refund_reasons: list[str] = Field(
+        default_factory=lambda: list(MANOMANO_REFUND_REASONS)
+    )
 
 
 class Processor:
@@ -43,14 +50,49 @@ class Processor:
             EventType.ORDER_CHANGED,
             delivery_limit=settings.delivery_limit,
         )
+        self.commands_queue = consumer_queue(
+            "processor.commands", "order.*", delivery_limit=settings.delivery_limit
+        )
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         consumer = Consumer(self.broker, self.order_changed_queue, retry_delay=settings.retry_delay)
+        command_consumer = Consumer(
+            self.broker, self.commands_queue, retry_delay=settings.retry_delay
+        )
+        command_handler = CommandHandler(
+            self.unit_of_work,
+            carriers=settings.marketplace_carriers,
+            refund_reasons=settings.marketplace_refund_reasons,
+        )
+
+        @self.broker.subscriber(
+            self.commands_queue,
+            COMMANDS,
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,  # answers go through the outbox, never as a framework reply
+            decoder=raw_body,
+            title="processor.commands",
+            description=(
+                "Checks order.accept, order.refuse, order.ship and order.refund against the"
+                " order's status, answers command.accepted or command.rejected (also to"
+                " reply_to), and asks the gateway for the marketplace action."
+            ),
+        )
+        async def on_command(message: RabbitMessage) -> None:
+            raw = message.raw_message
+
+            async def handle(delivery: RabbitMessage) -> None:
+                await command_handler.handle(
+                    read_command(delivery.body, raw.reply_to, raw.correlation_id)
+                )
+
+            await command_consumer.run_raw(message, handle)
 
         @self.broker.subscriber(
             self.order_changed_queue,
             EVENTS,
             ack_policy=AckPolicy.MANUAL,
+            no_reply=True,  # answers go through the outbox, never as a framework reply
             decoder=raw_body,
             title="processor.order-changed",
             description="Applies each observed order snapshot to the order's lifecycle.",
@@ -92,6 +134,7 @@ class Processor:
 
     async def started(self) -> None:
         await declare_dead_letter_queue(self.broker, self.order_changed_queue)
+        await declare_dead_letter_queue(self.broker, self.commands_queue)
         self.relay.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
-from services.processor import lifecycle
-from services.processor.repository import ProcessorUnitOfWork
+from pydantic import BaseModel, ValidationError
+
+from services.processor import commands, lifecycle
+from services.processor.commands import ACTION_OUTCOMES
+from services.processor.repository import ProcessorUnitOfWork, StoredCommand
 from shared.contracts import (
+    COMMAND_MODELS,
     MANOMANO_STATUS,
+    CommandAccepted,
+    CommandRejected,
+    CommandType,
     Envelope,
     EventType,
+    LengowStatus,
+    OrderActionRequested,
+    OrderCommand,
+    OrderRef,
     OrderShipped,
     OrderSnapshot,
     OrderStatusChanged,
@@ -18,6 +31,12 @@ from shared.contracts import (
     follow_up,
 )
 from shared.logging import get_logger
+from shared.messaging import (
+    UnprocessableMessageError,
+    bind_envelope,
+    describe_validation_error,
+    parse_envelope,
+)
 from shared.topology import EVENTS
 
 SOURCE = "processor"
@@ -54,6 +73,11 @@ async def handle_order_changed(
                 state=new_state, from_status=from_status, kind=kind, announces_shipment=ships
             ):
                 await uow.orders.save(new_state, snapshot)
+                command_id = await uow.commands.awaiting(
+                    snapshot, commands_leading_to(new_state.status)
+                )
+                if command_id is not None:
+                    await uow.commands.complete(command_id)
                 await uow.orders.add_transition(
                     snapshot,
                     from_status=from_status,
@@ -61,6 +85,7 @@ async def handle_order_changed(
                     kind=kind,
                     observed_at=snapshot.updated_at,
                     message_id=envelope.id,
+                    command_id=command_id,
                 )
                 await emit(
                     EventType.ORDER_STATUS_CHANGED,
@@ -71,8 +96,9 @@ async def handle_order_changed(
                         to_status=new_state.status,
                         manomano_status=MANOMANO_STATUS.get(new_state.status),
                         kind=kind,
-                        cause="observed",
+                        cause="command" if command_id else "observed",
                         observed_at=snapshot.updated_at,
+                        command_id=command_id,
                     ),
                 )
                 if ships:
@@ -129,3 +155,220 @@ def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:
         tracking_url=tracking.url if tracking else None,
         is_delivered_by_marketplace=snapshot.is_delivered_by_marketplace,
     )
+
+
+def commands_leading_to(status: LengowStatus) -> list[str]:
+    """The command types whose action ends in ``status``."""
+    return [
+        CommandType(f"order.{action}").value
+        for action, outcomes in ACTION_OUTCOMES.items()
+        if status in outcomes
+    ]
+
+
+# --- Commands ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceivedCommand:
+    """What could be read of a command delivery; ``problem`` says why it cannot be obeyed."""
+
+    envelope: Envelope[dict[str, Any]] | None
+    command_type: str | None
+    command_id: str | None
+    ref: OrderRef | None
+    command: OrderCommand | None
+    problem: str | None
+    reply_to: str | None
+    reply_correlation_id: str | None
+
+
+def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) -> ReceivedCommand:
+    envelope: Envelope[dict[str, Any]] | None = None
+    data: dict[str, Any] = {}
+    command: OrderCommand | None = None
+    problem: str | None = None
+    try:
+        envelope = parse_envelope(body, Envelope[dict[str, Any]])
+        data = envelope.data
+        model = COMMAND_MODELS.get(envelope.type)
+        if model is None:
+            known = ", ".join(COMMAND_MODELS)
+            problem = f"unknown command type {envelope.type!r} (known: {known})"
+        else:
+            command = model.model_validate(data)
+    except UnprocessableMessageError as unreadable:
+        problem = str(unreadable)
+    except ValidationError as exc:
+        problem = f"invalid command: {describe_validation_error(exc)}"
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return value if isinstance(value, str) and 0 < len(value) <= 200 else None
+
+    ref = None
+    if (marketplace := text("marketplace")) and (order_id := text("marketplace_order_id")):
+        ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
+    return ReceivedCommand(
+        envelope=envelope,
+        command_type=envelope.type[:100] if envelope else None,
+        command_id=text("command_id"),
+        ref=ref,
+        command=command,
+        problem=problem,
+        reply_to=reply_to,
+        reply_correlation_id=correlation_id,
+    )
+
+
+class CommandHandler:
+    """Validates commands against the order's status and answers each one, once."""
+
+    def __init__(
+        self,
+        new_uow: Callable[[], ProcessorUnitOfWork],
+        *,
+        carriers: Collection[str],
+        refund_reasons: Collection[str],
+    ) -> None:
+        self._new_uow = new_uow
+        self._carriers = carriers
+        self._refund_reasons = refund_reasons
+
+    async def handle(self, received: ReceivedCommand) -> None:
+        async with self._new_uow() as uow:
+            if received.envelope is not None:
+                bind_envelope(received.envelope)
+                if not await uow.inbox.first_delivery(received.envelope):
+                    log.info("command.duplicate_delivery_ignored")
+                    return
+            if received.command_id is not None:
+                known = await uow.commands.get(received.command_id)
+                if known is not None:
+                    await self._answer_again(uow, received, known)
+                    return
+            if received.command is None:
+                await self._reject(uow, received, received.problem or "unreadable command")
+                return
+
+            command = received.command
+            await uow.orders.lock(command)
+            state = await uow.orders.get(command)
+            decision = commands.decide(
+                command,
+                state.status if state else None,
+                carriers=self._carriers,
+                refund_reasons=self._refund_reasons,
+            )
+            if decision.refusal is not None:
+                await self._reject(uow, received, decision.refusal, decision)
+                return
+            await self._accept(uow, received, command, decision)
+
+    async def _accept(
+        self,
+        uow: ProcessorUnitOfWork,
+        received: ReceivedCommand,
+        command: OrderCommand,
+        decision: commands.Decision,
+    ) -> None:
+        assert received.envelope is not None
+        answer = CommandAccepted(
+            marketplace=command.marketplace,
+            marketplace_order_id=command.marketplace_order_id,
+            command_id=command.command_id,
+            command_type=CommandType(received.envelope.type),
+        )
+        await uow.commands.add(
+            command_id=command.command_id,
+            command_type=received.command_type,
+            ref=command,
+            arguments=decision.arguments,
+            outcome="accepted",
+            reason=None,
+            answer_type=EventType.COMMAND_ACCEPTED,
+            answer=answer.model_dump(mode="json"),
+            message_id=received.envelope.id,
+        )
+        await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
+        await uow.outbox.add(
+            EVENTS.name,
+            self._follow(
+                received,
+                EventType.ORDER_ACTION_REQUESTED,
+                OrderActionRequested(
+                    marketplace=command.marketplace,
+                    marketplace_order_id=command.marketplace_order_id,
+                    command_id=command.command_id,
+                    action_type=decision.action.value,
+                    arguments=decision.arguments,
+                ),
+            ),
+        )
+        log.info("command.accepted", command_id=command.command_id, action=decision.action)
+
+    async def _reject(
+        self,
+        uow: ProcessorUnitOfWork,
+        received: ReceivedCommand,
+        reason: str,
+        decision: commands.Decision | None = None,
+    ) -> None:
+        answer = CommandRejected(
+            command_id=received.command_id,
+            command_type=received.command_type,
+            marketplace=received.ref.marketplace if received.ref else None,
+            marketplace_order_id=received.ref.marketplace_order_id if received.ref else None,
+            reason=reason,
+        )
+        if received.command_id is not None:
+            await uow.commands.add(
+                command_id=received.command_id,
+                command_type=received.command_type,
+                ref=received.ref,
+                arguments=decision.arguments if decision else {},
+                outcome="rejected",
+                reason=reason,
+                answer_type=EventType.COMMAND_REJECTED,
+                answer=answer.model_dump(mode="json"),
+                message_id=received.envelope.id if received.envelope else None,
+            )
+        await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
+        log.warning("command.rejected", command_id=received.command_id, reason=reason)
+
+    async def _answer_again(
+        self, uow: ProcessorUnitOfWork, received: ReceivedCommand, known: StoredCommand
+    ) -> None:
+        model = (
+            CommandAccepted
+            if known.answer_type == EventType.COMMAND_ACCEPTED
+            else (CommandRejected)
+        )
+        answer = model.model_validate({**known.answer, "duplicate": True})
+        await self._answer(uow, received, EventType(known.answer_type), answer)
+        log.info("command.duplicate_answered", command_id=known.command_id, outcome=known.outcome)
+
+    async def _answer(
+        self,
+        uow: ProcessorUnitOfWork,
+        received: ReceivedCommand,
+        type: EventType,
+        answer: CommandAccepted | CommandRejected,
+    ) -> None:
+        """On the event bus, and to the caller's reply queue when it asked for one."""
+        envelope = self._follow(received, type, answer)
+        await uow.outbox.add(EVENTS.name, envelope)
+        if received.reply_to:
+            await uow.outbox.add(
+                "",
+                envelope,
+                routing_key=received.reply_to,
+                correlation_id=received.reply_correlation_id,
+                message_id=uuid.uuid5(envelope.id, "reply"),
+            )
+
+    @staticmethod
+    def _follow(received: ReceivedCommand, type: EventType, data: BaseModel) -> Envelope[Any]:
+        if received.envelope is not None:
+            return follow_up(received.envelope, type=type, source=SOURCE, data=data)
+        return Envelope[Any](type=type, source=SOURCE, data=data)

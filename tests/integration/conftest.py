@@ -25,7 +25,12 @@ from tests.bus import delete_queues
 
 pytestmark = pytest.mark.integration
 
-PROCESSOR_QUEUES = ("processor.order-changed", "processor.order-changed.dlq")
+PROCESSOR_QUEUES = (
+    "processor.order-changed",
+    "processor.order-changed.dlq",
+    "processor.commands",
+    "processor.commands.dlq",
+)
 
 
 @pytest.fixture
@@ -54,6 +59,13 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 # --- Lengow sandbox and poller -----------------------------------------------------------
+
+POLLER_QUEUES = (
+    "poller.sync",
+    "poller.sync.dlq",
+    "poller.action-requested",
+    "poller.action-requested.dlq",
+)
 
 
 class RunningSandbox:
@@ -108,6 +120,7 @@ async def poller_factory(
     """Pollers connected to the broker, database and sandbox, without their schedule, so a
     test decides when each poll runs."""
     started: list[Poller] = []
+    await delete_queues(amqp_url, *POLLER_QUEUES)
 
     async def start(**overrides: object) -> Poller:
         poller = Poller(poller_settings(amqp_url, database_url, sandbox, **overrides))

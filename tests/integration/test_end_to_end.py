@@ -12,8 +12,11 @@ import pytest
 from sandbox.marketplace import now
 from services.notifier.app import Notifier
 from services.poller.app import Poller
+from services.poller.app import create_app as poller_app
 from services.processor.app import Processor
-from tests.integration.conftest import RunningSandbox, SmtpSink
+from tests.bus import delete_queues, request
+from tests.factories import encode, envelope
+from tests.integration.conftest import POLLER_QUEUES, RunningSandbox, SmtpSink, poller_settings
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +120,75 @@ async def test_every_shipped_order_gets_exactly_one_invoice_email(
     mails = smtp_sink.messages()
     assert sorted(m["X-Marketplace-Order-Id"] for m in mails) == shipped
     assert len({m["Message-ID"] for m in mails}) == len(shipped)
+
+
+async def test_commands_drive_an_order_from_acceptance_to_its_invoice(
+    amqp_url: str,
+    database_url: str,
+    sandbox: RunningSandbox,
+    processor: Processor,
+    db: asyncpg.Connection,
+    notifier_factory: Callable[..., Awaitable[Notifier]],
+    smtp_sink: SmtpSink,
+) -> None:
+    """accept -> the marketplace applies it -> poll -> waiting_shipment -> ship -> shipped ->
+    the customer's invoice email, with every service running as it does in production."""
+    await delete_queues(amqp_url, *POLLER_QUEUES)
+    await notifier_factory()
+    order = sandbox.marketplace.create_order(at=now() - timedelta(minutes=5))
+    settings = poller_settings(
+        amqp_url,
+        database_url,
+        sandbox,
+        poll_interval_seconds=0.5,
+        action_check_interval_seconds=0.3,
+    )
+    async with poller_app(settings):
+
+        async def status_becomes(status: str) -> None:
+            for _ in range(200):
+                if await db.fetchval("SELECT lengow_status FROM orders") == status:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"order never reached {status}")
+
+        def command(type_: str, **fields: object) -> bytes:
+            data = {
+                "command_id": f"{type_}-1",
+                "marketplace": "manomano_fr",
+                "marketplace_order_id": order.id,
+                **fields,
+            }
+            return encode(envelope(data, type_, source="back-office"))
+
+        await status_becomes("waiting_acceptance")
+        accepted = await request(
+            amqp_url, "orders.commands", "order.accept", command("order.accept")
+        )
+        assert accepted["type"] == "command.accepted"
+        await status_becomes("waiting_shipment")
+
+        shipped = await request(
+            amqp_url,
+            "orders.commands",
+            "order.ship",
+            command("order.ship", carrier="Colissimo", tracking_number="6A999"),
+        )
+        assert shipped["type"] == "command.accepted"
+        await status_becomes("shipped")
+        for _ in range(200):
+            if smtp_sink.messages():
+                break
+            await asyncio.sleep(0.1)
+
+    [mail] = smtp_sink.messages()
+    assert mail["X-Marketplace-Order-Id"] == order.id
+    assert "6A999" in mail.get_body(preferencelist=("plain",)).get_content()
+    causes = await db.fetch(
+        "SELECT to_status, cause, command_id FROM order_transitions ORDER BY id"
+    )
+    assert [tuple(c) for c in causes] == [
+        ("waiting_acceptance", "observed", None),
+        ("waiting_shipment", "command", "order.accept-1"),
+        ("shipped", "command", "order.ship-1"),
+    ]

@@ -1,0 +1,1 @@
+"""``ordersctl``: the ops command line of lengow-orders."""

@@ -1,0 +1,345 @@
+"""``ordersctl``: drive and inspect orders from a terminal, like any other service does.
+
+Commands go onto the bus and the answer is awaited; reads come from the services' schemas.
+Exit codes: 0 done (command accepted), 1 refused (command rejected, order unknown),
+2 wrong usage, 3 no answer or a server unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Coroutine
+from enum import IntEnum
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shared.command_client import NoAnswerError, publish_command, send_command
+from shared.contracts import CommandType, EventType
+from shared.database import register_json_codecs
+from shared.dead_letters import list_dead_letters, replay_dead_letters
+from shared.settings import ServiceSettings
+
+T = TypeVar("T")
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+dlq = typer.Typer(help="Dead-letter queues: what was refused, and replaying it.")
+app.add_typer(dlq, name="dlq")
+console = Console()
+errors = Console(stderr=True)
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    REFUSED = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+
+
+class State:
+    as_json = False
+    marketplace = "manomano_fr"
+    timeout = 30.0
+
+
+state = State()
+
+MarketplaceOption = Annotated[str, typer.Option(help="Lengow marketplace code.")]
+
+
+@app.callback()
+def main(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    marketplace: MarketplaceOption = "manomano_fr",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 30.0,
+) -> None:
+    state.as_json = as_json
+    state.marketplace = marketplace
+    state.timeout = timeout
+
+
+def settings() -> ServiceSettings:
+    return ServiceSettings()
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except NoAnswerError as exc:
+        errors.print(f"[red]{exc}[/red]")
+        raise typer.Exit(ExitCode.UNAVAILABLE) from None
+    except (OSError, asyncpg.PostgresError, ConnectionError) as exc:
+        errors.print(f"[red]unreachable: {type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(ExitCode.UNAVAILABLE) from None
+
+
+def emit(data: Any, human: str | Table) -> None:
+    if state.as_json:
+        console.print_json(json.dumps(data, default=str))
+    else:
+        console.print(human)
+
+
+# --- Commands ------------------------------------------------------------------------------
+
+
+def _command(type_: CommandType, order_id: str, command_id: str | None, **fields: Any) -> None:
+    data = {
+        "command_id": command_id or f"ordersctl-{uuid.uuid4()}",
+        "marketplace": state.marketplace,
+        "marketplace_order_id": order_id,
+        **{key: value for key, value in fields.items() if value is not None},
+    }
+    answer = run(
+        send_command(
+            settings().amqp_url.get_secret_value(),
+            type_,
+            data,
+            source="ordersctl",
+            answer_within=state.timeout,
+        )
+    )
+    accepted = answer.type == EventType.COMMAND_ACCEPTED
+    text = (
+        f"[green]accepted[/green]: {type_} {order_id} (command {data['command_id']})"
+        if accepted
+        else f"[red]rejected[/red]: {answer.data.get('reason')}"
+    )
+    emit(answer.model_dump(mode="json"), text)
+    raise typer.Exit(ExitCode.OK if accepted else ExitCode.REFUSED)
+
+
+CommandId = Annotated[
+    str | None, typer.Option(help="Idempotency key; the same key is answered the same way.")
+]
+
+
+@app.command()
+def accept(order_id: str, command_id: CommandId = None) -> None:
+    """Accept an order waiting for acceptance."""
+    _command(CommandType.ACCEPT, order_id, command_id)
+
+
+@app.command()
+def refuse(order_id: str, command_id: CommandId = None) -> None:
+    """Refuse an order waiting for acceptance."""
+    _command(CommandType.REFUSE, order_id, command_id)
+
+
+@app.command()
+def ship(
+    order_id: str,
+    carrier: Annotated[str, typer.Option(help='A carrier of the list, or "Other".')],
+    carrier_name: Annotated[str | None, typer.Option(help="With Other: the carrier.")] = None,
+    tracking_number: Annotated[str | None, typer.Option()] = None,
+    tracking_url: Annotated[str | None, typer.Option(help="With Other: mandatory.")] = None,
+    command_id: CommandId = None,
+) -> None:
+    """Confirm the shipment of an order waiting for shipment."""
+    _command(
+        CommandType.SHIP,
+        order_id,
+        command_id,
+        carrier=carrier,
+        carrier_name=carrier_name,
+        tracking_number=tracking_number,
+        tracking_url=tracking_url,
+    )
+
+
+@app.command()
+def refund(
+    order_id: str,
+    reason: Annotated[str, typer.Option(help="refund_reason, from the accepted values.")],
+    shipping_fees: Annotated[
+        bool, typer.Option("--shipping-fees/--no-shipping-fees", help="refund_shipping_fees.")
+    ],
+    command_id: CommandId = None,
+) -> None:
+    """Refund a shipped order."""
+    _command(
+        CommandType.REFUND,
+        order_id,
+        command_id,
+        refund_reason=reason,
+        refund_shipping_fees=shipping_fees,
+    )
+
+
+@app.command()
+def sync(
+    catchup: Annotated[bool, typer.Option(help="The 3-day catch-up window.")] = False,
+    source: Annotated[str | None, typer.Option(help="One source; all when omitted.")] = None,
+) -> None:
+    """Ask the poller to poll Lengow now."""
+    sent = run(
+        publish_command(
+            settings().amqp_url.get_secret_value(),
+            CommandType.SYNC,
+            {"catchup": catchup, "source": source},
+            source="ordersctl",
+        )
+    )
+    emit(sent.model_dump(mode="json"), f"asked the poller to {'catch up' if catchup else 'poll'}")
+
+
+# --- Reads ---------------------------------------------------------------------------------
+
+
+async def _connect() -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(settings().database_url.get_secret_value())
+    await register_json_codecs(conn)
+    return conn
+
+
+async def _fetch(conn: asyncpg.Connection, query: str, *args: Any) -> list[dict[str, Any]]:
+    """Rows of a service's table; none when that service never ran here."""
+    try:
+        return [dict(row) for row in await conn.fetch(query, *args)]
+    except asyncpg.UndefinedTableError:
+        return []
+
+
+async def _show(order_id: str) -> dict[str, Any] | None:
+    conn = await _connect()
+    try:
+        key = (state.marketplace, order_id)
+        orders = await _fetch(
+            conn,
+            "SELECT lengow_status, manomano_status, is_delivered_by_marketplace, version,"
+            " source_updated_at, snapshot FROM processor.orders"
+            " WHERE marketplace = $1 AND marketplace_order_id = $2",
+            *key,
+        )
+        if not orders:
+            return None
+        order = orders[0]
+        snapshot = order.pop("snapshot")
+        billing = snapshot.get("billing_address") or {}
+        order["customer"] = billing.get("full_name")
+        order["email"] = billing.get("email")
+        order["total"] = f"{snapshot.get('total_order')} {snapshot.get('currency') or ''}"
+        order["lines"] = sum(len(p.get("cart") or []) for p in snapshot.get("packages") or [])
+        where = " WHERE marketplace = $1 AND marketplace_order_id = $2"
+        return {
+            "order": order,
+            "history": await _fetch(
+                conn,
+                "SELECT observed_at, from_status, to_status, kind, cause, command_id, reason"
+                " FROM processor.order_transitions" + where + " ORDER BY id",
+                *key,
+            ),
+            "commands": await _fetch(
+                conn,
+                "SELECT c.command_id, c.command_type, c.outcome, c.reason, c.received_at,"
+                " c.completed_at, a.state AS action_state, a.errors AS action_errors"
+                " FROM processor.commands c LEFT JOIN poller.actions a USING (command_id)"
+                " WHERE c.marketplace = $1 AND c.marketplace_order_id = $2 ORDER BY received_at",
+                *key,
+            )
+            or await _fetch(
+                conn,
+                "SELECT command_id, command_type, outcome, reason, received_at, completed_at"
+                " FROM processor.commands" + where + " ORDER BY received_at",
+                *key,
+            ),
+            "invoice": next(
+                iter(
+                    await _fetch(
+                        conn,
+                        "SELECT invoice_number, issued_on, email_status, recipient, sent_at,"
+                        " last_error FROM notifier.invoices" + where,
+                        *key,
+                    )
+                ),
+                None,
+            ),
+        }
+    finally:
+        await conn.close()
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in rows[0] if rows else ["(none)"]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row.values()))
+    return table
+
+
+@app.command()
+def show(order_id: str) -> None:
+    """An order: status, snapshot summary, history, commands and invoice."""
+    found = run(_show(order_id))
+    if found is None:
+        errors.print(f"no order {order_id} on {state.marketplace}")
+        raise typer.Exit(ExitCode.REFUSED)
+    if state.as_json:
+        emit(found, "")
+        return
+    console.print(_table(f"Order {order_id}", [found["order"]]))
+    console.print(_table("History", found["history"]))
+    console.print(_table("Commands", found["commands"]))
+    console.print(_table("Invoice", [found["invoice"]] if found["invoice"] else []))
+
+
+@app.command(name="list")
+def list_orders(
+    status: Annotated[str | None, typer.Option(help="Lengow status, e.g. shipped.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """Orders, most recently changed first."""
+
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await _connect()
+        try:
+            return await _fetch(
+                conn,
+                "SELECT marketplace_order_id, lengow_status, manomano_status,"
+                " is_delivered_by_marketplace AS fulfillment, source_updated_at"
+                " FROM processor.orders WHERE marketplace = $1"
+                " AND ($2::text IS NULL OR lengow_status = $2)"
+                " ORDER BY source_updated_at DESC LIMIT $3",
+                state.marketplace,
+                status,
+                limit,
+            )
+        finally:
+            await conn.close()
+
+    rows = run(fetch())
+    emit(rows, _table(f"{len(rows)} orders", rows))
+
+
+@dlq.command(name="list")
+def dlq_list(
+    queue: Annotated[str, typer.Argument(help="The consumer queue, e.g. processor.commands.")],
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+) -> None:
+    """What sits in QUEUE's dead-letter queue, and why."""
+    letters = run(list_dead_letters(settings().amqp_url.get_secret_value(), queue, limit))
+    rows = [
+        {
+            "message_id": letter.message_id,
+            "routing_key": letter.routing_key,
+            "reason": letter.reason,
+            "body": letter.body[:80].decode(errors="replace"),
+        }
+        for letter in letters
+    ]
+    emit(rows, _table(f"{queue}.dlq: {len(rows)} messages", rows))
+
+
+@dlq.command(name="replay")
+def dlq_replay(
+    queue: Annotated[str, typer.Argument(help="The consumer queue, e.g. processor.commands.")],
+) -> None:
+    """Send every message of QUEUE's dead-letter queue again to where it first went."""
+    count = run(replay_dead_letters(settings().amqp_url.get_secret_value(), queue))
+    emit({"replayed": count}, f"replayed {count} messages from {queue}.dlq")

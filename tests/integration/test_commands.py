@@ -1,0 +1,184 @@
+"""Commands through the real broker to the real processor and back (events and replies)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.processor.app import Processor
+from tests.bus import publish, recording, request
+from tests.factories import encode, envelope, order_snapshot
+
+pytestmark = pytest.mark.integration
+
+ORDER = "M250112345678"
+
+
+def command(type_: str, command_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    data = {
+        "command_id": command_id or f"cmd-{uuid.uuid4().hex[:8]}",
+        "marketplace": "manomano_fr",
+        "marketplace_order_id": ORDER,
+        **fields,
+    }
+    return envelope(data, type_, source="back-office")
+
+
+async def order_at(amqp_url: str, db: asyncpg.Connection, status: str, minutes: int = 0) -> None:
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.changed",
+        encode(envelope(order_snapshot(ORDER, status, minutes=minutes))),
+    )
+    for _ in range(100):
+        if await db.fetchval("SELECT lengow_status FROM orders") == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order never reached {status}")
+
+
+async def ask(amqp_url: str, message: dict[str, Any]) -> dict[str, Any]:
+    return await request(amqp_url, "orders.commands", message["type"], encode(message))
+
+
+async def test_valid_command_is_accepted_and_asks_for_the_action(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    async with recording(amqp_url, "orders.events", "#") as events:
+        answer = await ask(amqp_url, command("order.accept", "accept-1"))
+        await events.wait_for(lambda r: len(r.of_type("order.action_requested")) == 1)
+    assert answer["type"] == "command.accepted"
+    assert answer["data"]["command_id"] == "accept-1"
+    requested = events.of_type("order.action_requested")[0]
+    assert requested["data"]["action_type"] == "accept"
+    assert requested["data"]["marketplace_order_id"] == ORDER
+    assert requested["correlation_id"] == answer["correlation_id"]
+    assert len(events.of_type("command.accepted")) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "type_", "fields", "reason"),
+    [
+        (
+            "shipped",
+            "order.ship",
+            {"carrier": "Colissimo"},
+            f"order {ORDER} is shipped: ship is not allowed (allowed now: refund)",
+        ),
+        (
+            "waiting_shipment",
+            "order.ship",
+            {"carrier": "Other", "carrier_name": "Dupont"},
+            "carrier Other needs carrier_name and tracking_url (missing: tracking_url)",
+        ),
+        (
+            "shipped",
+            "order.refund",
+            {"refund_shipping_fees": True},
+            "refund needs refund_reason and refund_shipping_fees (missing: refund_reason)",
+        ),
+        (
+            "waiting_acceptance",
+            "order.accept",
+            {"carrier": "Colissimo"},
+            "invalid command: carrier: Extra inputs are not permitted",
+        ),
+        ("waiting_acceptance", "order.cancel", {}, "unknown command type 'order.cancel'"),
+    ],
+    ids=[
+        "ship-when-shipped",
+        "other-without-url",
+        "refund-without-reason",
+        "unknown-field",
+        "unknown-type",
+    ],
+)
+async def test_invalid_command_is_rejected_with_a_reason(
+    amqp_url: str,
+    processor: Processor,
+    db: asyncpg.Connection,
+    status: str,
+    type_: str,
+    fields: dict[str, Any],
+    reason: str,
+) -> None:
+    await order_at(amqp_url, db, status)
+    async with recording(amqp_url, "orders.events", "#") as events:
+        answer = await ask(amqp_url, command(type_, **fields))
+        await events.wait_for(lambda r: len(r.of_type("command.rejected")) == 1)
+    assert answer["type"] == "command.rejected"
+    assert reason in answer["data"]["reason"]
+    assert events.of_type("order.action_requested") == []
+
+
+async def test_valid_ship_commands_are_accepted(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_shipment")
+    listed = await ask(amqp_url, command("order.ship", carrier="DPD", tracking_number="DPD1"))
+    other = await ask(
+        amqp_url,
+        command(
+            "order.ship",
+            carrier="Other",
+            carrier_name="Transports Dupont",
+            tracking_url="https://dupont.example/track/1",
+        ),
+    )
+    assert (listed["type"], other["type"]) == ("command.accepted", "command.accepted")
+
+
+async def test_unknown_order_and_malformed_json_are_rejected(
+    amqp_url: str, processor: Processor
+) -> None:
+    unknown = await ask(amqp_url, command("order.accept"))
+    assert unknown["type"] == "command.rejected"
+    assert unknown["data"]["reason"] == (
+        f"order {ORDER} is unknown: no order with this id has been seen"
+    )
+    async with recording(amqp_url, "orders.events", "command.*") as events:
+        garbled = await request(amqp_url, "orders.commands", "order.accept", b'{"type": "order')
+        await events.wait_for(lambda r: len(r.of_type("command.rejected")) == 1)
+    assert garbled["type"] == "command.rejected"
+    assert "invalid message" in garbled["data"]["reason"]
+    assert garbled["data"]["command_id"] is None
+
+
+async def test_same_command_id_has_one_effect_and_the_same_answer(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    async with recording(amqp_url, "orders.events", "#") as events:
+        first = await ask(amqp_url, command("order.accept", "same-id"))
+        again = await ask(amqp_url, command("order.accept", "same-id"))
+        # Even after the order moved on, the answer stays the one given the first time.
+        await order_at(amqp_url, db, "waiting_shipment", minutes=5)
+        third = await ask(amqp_url, command("order.accept", "same-id"))
+        await asyncio.sleep(0.5)
+    assert [a["type"] for a in (first, again, third)] == ["command.accepted"] * 3
+    assert (first["data"]["duplicate"], again["data"]["duplicate"]) == (False, True)
+    assert len(events.of_type("order.action_requested")) == 1
+    assert await db.fetchval("SELECT count(*) FROM commands") == 1
+
+
+async def test_observed_status_is_linked_to_the_command_that_caused_it(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    await ask(amqp_url, command("order.accept", "accept-link"))
+    async with recording(amqp_url, "orders.events", "order.status_changed") as events:
+        await order_at(amqp_url, db, "waiting_shipment", minutes=5)
+        await events.wait_for(lambda r: len(r.messages) == 1)
+    change = events.messages[0]["data"]
+    assert (change["cause"], change["command_id"]) == ("command", "accept-link")
+    row = await db.fetchrow(
+        "SELECT cause, command_id FROM order_transitions WHERE to_status = 'waiting_shipment'"
+    )
+    assert tuple(row) == ("command", "accept-link")
+    assert await db.fetchval("SELECT completed_at FROM commands") is not None

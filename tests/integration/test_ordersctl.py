@@ -1,0 +1,128 @@
+"""``ordersctl`` as ops run it: a separate process, against the running processor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.processor.app import Processor
+from tests.bus import publish
+from tests.factories import encode, envelope, order_snapshot
+
+pytestmark = pytest.mark.integration
+
+ORDER = "M250112345678"
+
+
+async def ordersctl(amqp_url: str, database_url: str, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ordersctl",
+        *args,
+        env={**os.environ, "AMQP_URL": amqp_url, "DATABASE_URL": database_url, "COLUMNS": "200"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def order_at(amqp_url: str, db: asyncpg.Connection, status: str, minutes: int = 0) -> None:
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.changed",
+        encode(envelope(order_snapshot(ORDER, status, minutes=minutes))),
+    )
+    for _ in range(100):
+        if await db.fetchval("SELECT lengow_status FROM orders") == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(status)
+
+
+async def test_accept_then_show_and_list(
+    amqp_url: str, database_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    code, output = await ordersctl(amqp_url, database_url, "accept", ORDER, "--command-id", "k1")
+    assert code == 0, output
+    assert f"accepted: order.accept {ORDER}" in output
+
+    code, output = await ordersctl(amqp_url, database_url, "--json", "show", ORDER)
+    assert code == 0, output
+    shown: dict[str, Any] = json.loads(output)
+    assert shown["order"]["lengow_status"] == "waiting_acceptance"
+    assert shown["order"]["email"] == "camille.martin@example.fr"
+    assert [h["to_status"] for h in shown["history"]] == ["waiting_acceptance"]
+    assert [(c["command_id"], c["outcome"]) for c in shown["commands"]] == [("k1", "accepted")]
+
+    code, output = await ordersctl(
+        amqp_url, database_url, "--json", "list", "--status", "waiting_acceptance"
+    )
+    assert code == 0, output
+    assert [row["marketplace_order_id"] for row in json.loads(output)] == [ORDER]
+
+
+async def test_rejected_command_exits_1_with_the_reason(
+    amqp_url: str, database_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    code, output = await ordersctl(
+        amqp_url, database_url, "ship", ORDER, "--carrier", "Other", "--carrier-name", "Dupont"
+    )
+    assert code == 1
+    assert f"order {ORDER} is waiting_acceptance: ship is not allowed" in output
+    code, output = await ordersctl(amqp_url, database_url, "show", "M-NOPE")
+    assert code == 1
+    assert "no order M-NOPE" in output
+
+
+async def test_no_answer_exits_3(amqp_url: str, database_url: str) -> None:
+    # No processor is running: the command waits in its queue, the CLI stops waiting.
+    code, output = await ordersctl(amqp_url, database_url, "--timeout", "1", "accept", "M-LATER")
+    assert code == 3
+    assert "no answer to order.accept within 1 s" in output
+
+
+async def test_dead_letters_are_listed_and_replayed(
+    amqp_url: str, database_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    # A valid order.changed dead-lettered during an outage, as the consumer files it.
+    await publish(
+        amqp_url,
+        "orders.dead-letter",
+        "processor.order-changed",
+        encode(envelope(order_snapshot(ORDER, "waiting_acceptance"))),
+        message_id="lost-1",
+        headers={
+            "x-rejection-reason": "database unavailable",
+            "x-original-exchange": "orders.events",
+            "x-original-routing-key": "order.changed",
+        },
+    )
+    code, output = await ordersctl(
+        amqp_url, database_url, "--json", "dlq", "list", "processor.order-changed"
+    )
+    assert code == 0, output
+    [letter] = json.loads(output)
+    assert (letter["message_id"], letter["reason"]) == ("lost-1", "database unavailable")
+
+    code, output = await ordersctl(
+        amqp_url, database_url, "dlq", "replay", "processor.order-changed"
+    )
+    assert code == 0, output
+    assert "replayed 1 messages" in output
+    for _ in range(100):
+        if await db.fetchval("SELECT count(*) FROM orders") == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_acceptance"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import pytest
+
+from services.processor.commands import decide
+from services.processor.lifecycle import Action
+from shared.contracts import (
+    AcceptOrder,
+    LengowStatus,
+    OrderCommand,
+    RefundOrder,
+    RefuseOrder,
+    ShipOrder,
+)
+
+S = LengowStatus
+REF = {"marketplace": "manomano_fr", "marketplace_order_id": "M1", "command_id": "c-1"}
+
+COMMANDS: dict[Action, OrderCommand] = {
+    Action.ACCEPT: AcceptOrder(**REF),
+    Action.REFUSE: RefuseOrder(**REF),
+    Action.SHIP: ShipOrder(**REF, carrier="Colissimo", tracking_number="6A123"),
+    Action.REFUND: RefundOrder(
+        **REF, refund_reason="product_unavailable", refund_shipping_fees=True
+    ),
+}
+ALLOWED = {
+    S.WAITING_ACCEPTANCE: {Action.ACCEPT, Action.REFUSE},
+    S.WAITING_SHIPMENT: {Action.SHIP},
+    S.SHIPPED: {Action.REFUND},
+}
+
+
+@pytest.mark.parametrize("status", list(S))
+@pytest.mark.parametrize("action", list(Action))
+def test_each_action_at_each_status(status: S, action: Action) -> None:
+    decision = decide(COMMANDS[action], status)
+    if action in ALLOWED.get(status, set()):
+        assert decision.accepted, decision.refusal
+    else:
+        assert decision.refusal is not None
+        assert decision.refusal.startswith(f"order M1 is {status}: {action} is not allowed")
+
+
+def test_unknown_order_is_refused() -> None:
+    decision = decide(COMMANDS[Action.ACCEPT], None)
+    assert decision.refusal == "order M1 is unknown: no order with this id has been seen"
+
+
+def test_ship_with_a_listed_carrier_passes_the_lengow_arguments() -> None:
+    decision = decide(COMMANDS[Action.SHIP], S.WAITING_SHIPMENT)
+    assert decision.arguments == {"carrier": "Colissimo", "tracking_number": "6A123"}
+
+
+def test_ship_with_other_and_both_fields() -> None:
+    command = ShipOrder(
+        **REF,
+        carrier="Other",
+        carrier_name="Transports Dupont",
+        tracking_url="https://dupont.example/track/1",
+    )
+    decision = decide(command, S.WAITING_SHIPMENT)
+    assert decision.accepted
+    assert decision.arguments["carrier_name"] == "Transports Dupont"
+
+
+@pytest.mark.parametrize(
+    ("fields", "missing"),
+    [
+        ({"carrier_name": "Transports Dupont"}, "tracking_url"),
+        ({"tracking_url": "https://dupont.example/t"}, "carrier_name"),
+        ({"carrier_name": " ", "tracking_url": ""}, "carrier_name, tracking_url"),
+    ],
+)
+def test_ship_with_other_needs_both_fields(fields: dict[str, str], missing: str) -> None:
+    decision = decide(ShipOrder(**REF, carrier="Other", **fields), S.WAITING_SHIPMENT)
+    assert decision.refusal == (
+        f"carrier Other needs carrier_name and tracking_url (missing: {missing})"
+    )
+
+
+def test_ship_with_an_unknown_carrier_is_refused() -> None:
+    decision = decide(ShipOrder(**REF, carrier="Pigeon"), S.WAITING_SHIPMENT)
+    assert decision.refusal is not None
+    assert "carrier 'Pigeon' is not in the marketplace's list" in decision.refusal
+
+
+@pytest.mark.parametrize(
+    ("fields", "missing"),
+    [
+        ({}, "refund_reason, refund_shipping_fees"),
+        ({"refund_shipping_fees": False}, "refund_reason"),
+        ({"refund_reason": "other"}, "refund_shipping_fees"),
+    ],
+)
+def test_refund_needs_both_fields(fields: dict[str, object], missing: str) -> None:
+    decision = decide(RefundOrder(**REF, **fields), S.SHIPPED)  # type: ignore[arg-type]
+    assert decision.refusal == (
+        f"refund needs refund_reason and refund_shipping_fees (missing: {missing})"
+    )
+
+
+def test_refund_reason_must_be_accepted() -> None:
+    command = RefundOrder(**REF, refund_reason="changed my mind", refund_shipping_fees=True)
+    decision = decide(command, S.SHIPPED)
+    assert decision.refusal is not None
+    assert "refund_reason 'changed my mind' is not accepted" in decision.refusal
