@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck test test-unit test-integration run migrate clean
+.PHONY: help install lint typecheck test test-unit run servers migrate docs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,11 +31,17 @@ test: lint typecheck ## Lint, type-check, then every test (unit, integration, en
 test-unit: $(STAMP) ## Only the fast tests that need no server
 	$(BIN)/pytest tests/unit
 
-migrate: $(STAMP) ## Create the database if needed and apply every migration
+servers: ## Start the local PostgreSQL and RabbitMQ if they do not answer
+	bash devstack/ensure-servers.sh
+
+migrate: $(STAMP) servers ## Create the database if needed and apply every migration
 	$(BIN)/python -m shared.migrate
 
 run: migrate ## Run the whole pipeline locally: sandbox and every service (Ctrl-C stops it)
 	$(BIN)/python -m devstack
+
+docs: $(STAMP) ## Regenerate docs/asyncapi.yaml from the services' FastStream brokers
+	$(BIN)/python -m devstack.asyncapi > docs/asyncapi.yaml
 
 clean: ## Remove .venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,6 +40,8 @@ DEMO_ENVIRONMENT = {
     "LOG_FORMAT": "console",
 }
 
+OPS_PORTS = {"processor": 9101, "poller": 9102, "notifier": 9103}
+
 COLOURS = {"sandbox": "35", "smtp": "34", "processor": "36", "poller": "33", "notifier": "32"}
 
 
@@ -125,7 +127,13 @@ async def main(args: argparse.Namespace) -> int:
             if args.sandbox
             else ""
         )
-        + "RabbitMQ exchanges orders.events / orders.commands. Ctrl-C stops everything.",
+        + "RabbitMQ exchanges orders.events / orders.commands.\n"
+        + "".join(
+            f"  {name:<9} http://127.0.0.1:{port}/health/ready  http://127.0.0.1:{port}/metrics\n"
+            for name, port in OPS_PORTS.items()
+        )
+        + "  ops CLI   .venv/bin/ordersctl list | show ORDER | accept ORDER | ...\n"
+        + "Ctrl-C stops everything.",
         flush=True,
     )
 

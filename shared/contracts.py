@@ -348,3 +348,19 @@ def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) 
 
 def _none_if_blank(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
+
+
+#: The payload of each event, for consumers and for the AsyncAPI document.
+EVENT_MODELS: dict[EventType, type[BaseModel]] = {
+    EventType.ORDER_CHANGED: OrderSnapshot,
+    EventType.ORDER_STATUS_CHANGED: OrderStatusChanged,
+    EventType.ORDER_SHIPPED: OrderShipped,
+    EventType.ORDER_TRANSITION_REJECTED: OrderTransitionRejected,
+    EventType.COMMAND_ACCEPTED: CommandAccepted,
+    EventType.COMMAND_REJECTED: CommandRejected,
+    EventType.ORDER_ACTION_REQUESTED: OrderActionRequested,
+    EventType.ORDER_ACTION_SUCCEEDED: OrderActionSucceeded,
+    EventType.ORDER_ACTION_FAILED: OrderActionFailed,
+    EventType.INVOICE_SENT: InvoiceSent,
+    EventType.INVOICE_FAILED: InvoiceFailed,
+}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
+from shared.observability import DEAD_LETTERED
 from shared.topology import DEAD_LETTERS, REJECTION_REASON_HEADER
 
 log = get_logger(__name__)
@@ -270,6 +271,7 @@ class Consumer:
         log.warning(
             "message.dead_lettered", reason=reason, dead_letter_queue=f"{self._queue.name}.dlq"
         )
+        DEAD_LETTERED.labels(self._queue.name).inc()
         headers: dict[str, Any] = dict(raw.headers or {})
         headers[REJECTION_REASON_HEADER] = reason[:1000]
         headers["x-original-routing-key"] = raw.routing_key or ""

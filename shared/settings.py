@@ -25,3 +25,5 @@ class ServiceSettings(BaseSettings):
     #: Seconds to wait before handing back a message whose handling failed (database down...).
     retry_delay: float = Field(default=1.0, ge=0)
     prefetch_count: int = Field(default=64, gt=0)
+    #: Address of the health and metrics server (0.0.0.0 in a container).
+    ops_host: str = "127.0.0.1"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
+from shared.contracts import EVENT_MODELS, Envelope, EventType
+
 EVENTS = RabbitExchange("orders.events", type=ExchangeType.TOPIC, durable=True)
 COMMANDS = RabbitExchange("orders.commands", type=ExchangeType.TOPIC, durable=True)
 DEAD_LETTERS = RabbitExchange("orders.dead-letter", type=ExchangeType.DIRECT, durable=True)
@@ -45,3 +47,17 @@ async def declare_dead_letter_queue(broker: RabbitBroker, consumer: RabbitQueue)
     exchange = await broker.declare_exchange(DEAD_LETTERS)
     queue = await broker.declare_queue(dead_letter_queue(consumer))
     await queue.bind(exchange, routing_key=consumer.name)
+
+
+def document_events(broker: RabbitBroker, *events: EventType) -> None:
+    """Declare the events a service emits, with their payload, for the AsyncAPI document.
+
+    The outbox relay publishes them; these declarations describe what it publishes."""
+    for event in events:
+        broker.publisher(
+            exchange=EVENTS,
+            routing_key=event.value,
+            title=event.value,
+            schema=Envelope[EVENT_MODELS[event]],  # type: ignore[valid-type]
+            description=f"{event.value} on {EVENTS.name}, routing key {event.value}.",
+        )

@@ -17,7 +17,14 @@ from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
-from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue
+from shared.observability import (
+    OpsServer,
+    broker_check,
+    database_check,
+    prometheus_middleware,
+    refresh_outbox_metrics,
+)
+from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue, document_events
 
 log = get_logger("services.notifier")
 
@@ -32,6 +39,12 @@ class Notifier:
             default_channel=Channel(prefetch_count=settings.prefetch_count),
             logger=logging.getLogger("faststream.notifier"),
             log_level=logging.DEBUG,
+            middlewares=[prometheus_middleware("notifier")],
+        )
+        document_events(
+            self.broker,
+            EventType.INVOICE_SENT,
+            EventType.INVOICE_FAILED,
         )
         self.order_shipped_queue = consumer_queue(
             "notifier.order-shipped",
@@ -41,6 +54,16 @@ class Notifier:
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._service: InvoiceService | None = None
+        self.ops = OpsServer(
+            "notifier",
+            settings.ops_host,
+            settings.notifier_ops_port,
+            checks={
+                "rabbitmq": broker_check(self.broker),
+                "postgresql": database_check(lambda: self.pool),
+            },
+            refresh=lambda: refresh_outbox_metrics(self.pool, "notifier"),
+        )
         consumer = Consumer(self.broker, self.order_shipped_queue, retry_delay=settings.retry_delay)
 
         @self.broker.subscriber(
@@ -95,6 +118,13 @@ class Notifier:
     async def started(self) -> None:
         await declare_dead_letter_queue(self.broker, self.order_shipped_queue)
         self.relay.start()
+        await self.ops.start()
+        if set(self.settings.seller_siren) <= {"0"}:
+            log.warning(
+                "notifier.placeholder_seller",
+                hint="invoices carry placeholder legal mentions: set SELLER_LEGAL_NAME,"
+                " SELLER_ADDRESS, SELLER_SIREN, SELLER_SIRET and SELLER_VAT_NUMBER",
+            )
         log.info(
             "notifier.started",
             smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
@@ -102,6 +132,7 @@ class Notifier:
         )
 
     async def close(self) -> None:
+        await self.ops.stop()
         if self._relay is not None:
             await self._relay.stop()
         if self._pool is not None:

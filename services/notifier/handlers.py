@@ -24,6 +24,7 @@ from services.notifier.mailer import (
     checked_recipient,
     message_id_for,
 )
+from services.notifier.metrics import INVOICES
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import InvoiceRepository, NotifierUnitOfWork, StoredInvoice
 from services.notifier.settings import NotifierSettings
@@ -194,6 +195,7 @@ class InvoiceService:
                     ),
                 ),
             )
+        INVOICES.labels("sent").inc()
         log.info("invoice.sent", invoice_number=stored.number, message_id=stored.message_id)
 
     async def _record_failure(
@@ -220,4 +222,5 @@ class InvoiceService:
                     ),
                 ),
             )
+        INVOICES.labels("failed").inc()
         log.warning("invoice.failed", invoice_number=stored.number, reason=reason)

@@ -98,9 +98,11 @@ class InvoiceMailer:
                 message,
                 hostname=settings.smtp_host,
                 port=settings.smtp_port,
-                username=settings.smtp_username,
+                username=settings.smtp_username or None,
                 password=(
-                    settings.smtp_password.get_secret_value() if settings.smtp_password else None
+                    settings.smtp_password.get_secret_value() or None
+                    if settings.smtp_password
+                    else None
                 ),
                 use_tls=settings.smtp_security == "tls",
                 start_tls=settings.smtp_security == "starttls",

@@ -36,6 +36,7 @@ class NotifierSettings(ServiceSettings):
     seller_share_capital: str | None = None
     seller_rcs: str | None = None
     notifier_db_schema: str = "notifier"
+    notifier_ops_port: int = 9103
     notifier_db_pool_size: int = 10
     #: Redeliveries before a message is dead-lettered: SMTP outages can last a while.
     delivery_limit: int = 200

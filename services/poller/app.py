@@ -23,7 +23,20 @@ from shared.contracts import CommandType, Envelope, EventType, OrderActionReques
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
-from shared.topology import COMMANDS, EVENTS, consumer_queue, declare_dead_letter_queue
+from shared.observability import (
+    OpsServer,
+    broker_check,
+    database_check,
+    prometheus_middleware,
+    refresh_outbox_metrics,
+)
+from shared.topology import (
+    COMMANDS,
+    EVENTS,
+    consumer_queue,
+    declare_dead_letter_queue,
+    document_events,
+)
 
 log = get_logger("services.poller")
 
@@ -39,6 +52,13 @@ class Poller:
             logger=logging.getLogger("faststream.poller"),
             # One line per message received/processed is for debugging, not for production.
             log_level=logging.DEBUG,
+            middlewares=[prometheus_middleware("poller")],
+        )
+        document_events(
+            self.broker,
+            EventType.ORDER_CHANGED,
+            EventType.ORDER_ACTION_SUCCEEDED,
+            EventType.ORDER_ACTION_FAILED,
         )
         self.sync_queue = consumer_queue(
             "poller.sync", CommandType.SYNC, delivery_limit=settings.delivery_limit
@@ -54,6 +74,13 @@ class Poller:
         self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.ops = OpsServer(
+            "poller",
+            settings.ops_host,
+            settings.poller_ops_port,
+            checks={"rabbitmq": broker_check(self.broker), "postgresql": database_check(self.pool)},
+            refresh=lambda: refresh_outbox_metrics(self.pool(), "poller"),
+        )
         consumer = Consumer(self.broker, self.sync_queue, retry_delay=settings.retry_delay)
         action_consumer = Consumer(
             self.broker, self.actions_queue, retry_delay=settings.retry_delay
@@ -140,6 +167,7 @@ class Poller:
         await declare_dead_letter_queue(self.broker, self.sync_queue)
         await declare_dead_letter_queue(self.broker, self.actions_queue)
         self.relay.start()
+        await self.ops.start()
         self._tasks = [
             asyncio.create_task(self.run_schedule(), name="poll-schedule"),
             asyncio.create_task(self.run_action_checks(), name="action-checks"),
@@ -150,7 +178,13 @@ class Poller:
             interval_seconds=self.settings.poll_interval_seconds,
         )
 
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the poller is not started")
+        return self._pool
+
     async def close(self) -> None:
+        await self.ops.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

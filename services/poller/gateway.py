@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from services.poller.lengow import LengowClient, LengowError, LengowRequestError
+from services.poller.metrics import ACTIONS
 from services.poller.repository import (
     ActionRepository,
     GatewayUnitOfWork,
@@ -244,6 +245,7 @@ class ActionGateway:
                     type=type_, source=SOURCE, correlation_id=action.correlation_id, data=event
                 ),
             )
+        ACTIONS.labels(state).inc()
         log.log(
             logging.INFO if state == "succeeded" else logging.WARNING,
             f"action.{state}",

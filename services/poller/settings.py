@@ -35,6 +35,7 @@ class PollerSettings(ServiceSettings):
     catchup_time: time = time(3, 0)
     catchup_days: int = Field(default=3, gt=0)
     poller_db_schema: str = "poller"
+    poller_ops_port: int = 9102
     poller_db_pool_size: int = 5
     #: Orders published at once while a page is handled (each waits for its confirm).
     publish_concurrency: int = Field(default=100, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,13 @@ from pydantic import ValidationError
 
 from services.poller import schedule
 from services.poller.lengow import LengowClient, LengowError
+from services.poller.metrics import (
+    ORDERS_PUBLISHED,
+    ORDERS_SKIPPED,
+    POLL_DURATION,
+    POLL_FAILURES,
+    POLL_LAST_SUCCESS,
+)
 from services.poller.orders import fingerprint, parse_order
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
@@ -107,6 +115,7 @@ class OrderSync:
                 updated_from=window.updated_from.isoformat(),
                 updated_to=window.updated_to.isoformat(),
             )
+            started = time.monotonic()
             try:
                 client = self._clients[source.name]
                 async for page in client.order_pages(
@@ -119,10 +128,13 @@ class OrderSync:
                     await self._handle_page(source, page, report)
             except LengowError as exc:
                 report.error = str(exc)
+                POLL_FAILURES.labels(source.name).inc()
                 bound.error("poll.failed", error=report.error, published=report.published)
             else:
                 if kind == "incremental":
                     await self._repository.advance_watermark(source.name, window.updated_to)
+                POLL_DURATION.labels(source.name, kind).observe(time.monotonic() - started)
+                POLL_LAST_SUCCESS.labels(source.name, kind).set_to_current_time()
                 bound.info(
                     "poll.succeeded",
                     fetched=report.fetched,
@@ -144,6 +156,7 @@ class OrderSync:
                 snapshot = parse_order(raw)
             except ValidationError as exc:
                 report.malformed += 1
+                ORDERS_SKIPPED.labels(source.name, "malformed").inc()
                 log.warning(
                     "poll.order_skipped",
                     source=source.name,
@@ -153,6 +166,7 @@ class OrderSync:
                 continue
             if snapshot.is_delivered_by_marketplace and not source.import_fulfillment:
                 report.filtered += 1
+                ORDERS_SKIPPED.labels(source.name, "fulfillment").inc()
                 continue
             parsed.append((snapshot, fingerprint(raw)))
 
@@ -173,6 +187,7 @@ class OrderSync:
             source.name, [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
         )
         report.published += len(changed)
+        ORDERS_PUBLISHED.labels(source.name).inc(len(changed))
 
     async def _publish_order(self, snapshot: OrderSnapshot, correlation_id: str) -> None:
         envelope = Envelope[OrderSnapshot](

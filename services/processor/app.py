@@ -12,19 +12,34 @@ from pydantic import Field
 
 from services.processor.commands import MANOMANO_CARRIERS, MANOMANO_REFUND_REASONS
 from services.processor.handlers import CommandHandler, handle_order_changed, read_command
+from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
 from shared.contracts import Envelope, EventType, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.observability import (
+    OpsServer,
+    broker_check,
+    database_check,
+    prometheus_middleware,
+    refresh_outbox_metrics,
+)
 from shared.settings import ServiceSettings
-from shared.topology import COMMANDS, EVENTS, consumer_queue, declare_dead_letter_queue
+from shared.topology import (
+    COMMANDS,
+    EVENTS,
+    consumer_queue,
+    declare_dead_letter_queue,
+    document_events,
+)
 
 log = get_logger("services.processor")
 
 
 class ProcessorSettings(ServiceSettings):
     processor_db_schema: str = "processor"
+    processor_ops_port: int = 9101
     processor_db_pool_size: int = 10
     #: The marketplace's carriers and refund reasons commands are checked against.
     marketplace_carriers: list[str] = Field(default_factory=lambda: list(MANOMANO_CARRIERS))
@@ -44,6 +59,16 @@ class Processor:
             logger=logging.getLogger("faststream.processor"),
             # One line per message received/processed is for debugging, not for production.
             log_level=logging.DEBUG,
+            middlewares=[prometheus_middleware("processor")],
+        )
+        document_events(
+            self.broker,
+            EventType.ORDER_STATUS_CHANGED,
+            EventType.ORDER_SHIPPED,
+            EventType.ORDER_TRANSITION_REJECTED,
+            EventType.COMMAND_ACCEPTED,
+            EventType.COMMAND_REJECTED,
+            EventType.ORDER_ACTION_REQUESTED,
         )
         self.order_changed_queue = consumer_queue(
             "processor.order-changed",
@@ -55,6 +80,16 @@ class Processor:
         )
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
+        self.ops = OpsServer(
+            "processor",
+            settings.ops_host,
+            settings.processor_ops_port,
+            checks={
+                "rabbitmq": broker_check(self.broker),
+                "postgresql": database_check(lambda: self.pool),
+            },
+            refresh=self.refresh_metrics,
+        )
         consumer = Consumer(self.broker, self.order_changed_queue, retry_delay=settings.retry_delay)
         command_consumer = Consumer(
             self.broker, self.commands_queue, retry_delay=settings.retry_delay
@@ -136,9 +171,17 @@ class Processor:
         await declare_dead_letter_queue(self.broker, self.order_changed_queue)
         await declare_dead_letter_queue(self.broker, self.commands_queue)
         self.relay.start()
+        await self.ops.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)
 
+    async def refresh_metrics(self) -> None:
+        await refresh_outbox_metrics(self.pool, "processor")
+        rows = await self.pool.fetch("SELECT lengow_status, count(*) AS n FROM orders GROUP BY 1")
+        for row in rows:
+            ORDERS_BY_STATUS.labels(row["lengow_status"]).set(row["n"])
+
     async def close(self) -> None:
+        await self.ops.stop()
         if self._relay is not None:
             await self._relay.stop()
         if self._pool is not None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.processor import commands, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
+from services.processor.metrics import COMMANDS, TRANSITIONS
 from services.processor.repository import ProcessorUnitOfWork, StoredCommand
 from shared.contracts import (
     COMMAND_MODELS,
@@ -103,6 +104,7 @@ async def handle_order_changed(
                 )
                 if ships:
                     await emit(EventType.ORDER_SHIPPED, shipment_of(snapshot))
+                TRANSITIONS.labels(kind).inc()
                 log.info(
                     "order.status_changed",
                     from_status=from_status,
@@ -131,6 +133,7 @@ async def handle_order_changed(
                         reason=reason,
                     ),
                 )
+                TRANSITIONS.labels("rejected").inc()
                 log.warning("order.transition_rejected", reason=reason)
 
 
@@ -305,6 +308,7 @@ class CommandHandler:
                 ),
             ),
         )
+        COMMANDS.labels("accepted").inc()
         log.info("command.accepted", command_id=command.command_id, action=decision.action)
 
     async def _reject(
@@ -334,6 +338,7 @@ class CommandHandler:
                 message_id=received.envelope.id if received.envelope else None,
             )
         await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
+        COMMANDS.labels("rejected").inc()
         log.warning("command.rejected", command_id=received.command_id, reason=reason)
 
     async def _answer_again(

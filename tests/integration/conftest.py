@@ -43,6 +43,7 @@ async def processor(amqp_url: str, database_url: str) -> AsyncIterator[Processor
         retry_delay=0.1,
         outbox_poll_interval=0.1,
         log_format="console",
+        processor_ops_port=0,
     )
     app = create_app(settings)
     async with app:
@@ -106,6 +107,7 @@ def poller_settings(
             }
         ],
         "lengow_backoff_seconds": 0.01,
+        "poller_ops_port": 0,
         "retry_delay": 0.1,
         "log_format": "console",
         **overrides,
@@ -189,6 +191,7 @@ def notifier_settings(
         "smtp_timeout_seconds": 5,
         "retry_delay": 0.2,
         "outbox_poll_interval": 0.1,
+        "notifier_ops_port": 0,
         "seller_legal_name": "Outils Martin SAS",
         "seller_siren": "123456789",
         "seller_siret": "12345678900012",
