@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -37,13 +37,18 @@ class Inbox:
         self._conn = conn
 
     async def first_delivery(self, envelope: Envelope[Any]) -> bool:
-        inserted = await self._conn.fetchval(
-            "INSERT INTO inbox (message_id, message_type) VALUES ($1, $2)"
-            " ON CONFLICT (message_id) DO NOTHING RETURNING true",
-            envelope.id,
-            envelope.type,
+        return envelope.id in await self.first_deliveries([envelope])
+
+    async def first_deliveries(self, envelopes: Sequence[Envelope[Any]]) -> set[uuid.UUID]:
+        """Record the envelopes' ids; returns those not seen before."""
+        rows = await self._conn.fetch(
+            "INSERT INTO inbox (message_id, message_type)"
+            " SELECT * FROM unnest($1::uuid[], $2::text[])"
+            " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+            [envelope.id for envelope in envelopes],
+            [envelope.type for envelope in envelopes],
         )
-        return bool(inserted)
+        return {row["message_id"] for row in rows}
 
 
 class Outbox:
@@ -76,6 +81,19 @@ class Outbox:
             correlation_id or envelope.correlation_id,
         )
         self.added += 1
+
+    async def add_many(self, exchange: str, envelopes: Sequence[Envelope[Any]]) -> None:
+        if not envelopes:
+            return
+        await self._conn.executemany(
+            "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [
+                (e.id, exchange, e.type, e.model_dump_json().encode(), e.correlation_id)
+                for e in envelopes
+            ],
+        )
+        self.added += len(envelopes)
 
 
 class OutboxRelay:

@@ -11,9 +11,10 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
 from services.processor.commands import MANOMANO_CARRIERS, MANOMANO_REFUND_REASONS
-from services.processor.handlers import CommandHandler, handle_order_changed, read_command
+from services.processor.handlers import CommandHandler, handle_order_changes, read_command
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
+from shared.batching import MicroBatcher
 from shared.contracts import Envelope, EventType, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
@@ -80,6 +81,11 @@ class Processor:
         )
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
+        # Concurrent deliveries (up to the prefetch) are committed together.
+        self.order_changes: MicroBatcher[Envelope[OrderSnapshot]] = MicroBatcher(
+            lambda envelopes: handle_order_changes(self.unit_of_work, envelopes),
+            max_size=settings.prefetch_count,
+        )
         self.ops = OpsServer(
             "processor",
             settings.ops_host,
@@ -133,11 +139,7 @@ class Processor:
             description="Applies each observed order snapshot to the order's lifecycle.",
         )
         async def on_order_changed(message: RabbitMessage) -> None:
-            await consumer.run(
-                message,
-                Envelope[OrderSnapshot],
-                lambda envelope: handle_order_changed(self.unit_of_work, envelope),
-            )
+            await consumer.run(message, Envelope[OrderSnapshot], self.order_changes.submit)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -182,6 +184,7 @@ class Processor:
 
     async def close(self) -> None:
         await self.ops.stop()
+        await self.order_changes.stop()
         if self._relay is not None:
             await self._relay.stop()
         if self._pool is not None:

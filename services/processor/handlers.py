@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from services.processor import commands, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
 from services.processor.metrics import COMMANDS, TRANSITIONS
-from services.processor.repository import ProcessorUnitOfWork, StoredCommand
+from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
 from shared.contracts import (
     COMMAND_MODELS,
     MANOMANO_STATUS,
@@ -45,42 +45,84 @@ SOURCE = "processor"
 log = get_logger(__name__)
 
 
-async def handle_order_changed(
-    new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[OrderSnapshot]
+async def handle_order_changes(
+    new_uow: Callable[[], ProcessorUnitOfWork], envelopes: Sequence[Envelope[OrderSnapshot]]
+) -> None:
+    """Apply a batch of observed snapshots in one transaction.
+
+    Reads and writes are grouped (one query for the states, one for each kind of write), but
+    the decisions are taken one snapshot at a time, in arrival order, exactly as if each had
+    come alone: a batch of one is the plain case.
+    """
+    async with new_uow() as uow:
+        fresh = await uow.inbox.first_deliveries(envelopes)
+        todo = [envelope for envelope in envelopes if envelope.id in fresh]
+        if len(todo) < len(envelopes):
+            log.info("order.duplicates_ignored", count=len(envelopes) - len(todo))
+        if not todo:
+            return
+        refs = sorted({_key(envelope.data) for envelope in todo})
+        await uow.orders.lock_many(refs)
+        states = await uow.orders.get_many(refs)
+        awaiting = await uow.commands.awaiting_many(refs)
+        changes = OrderChanges()
+        for envelope in todo:
+            _observe(envelope, states, awaiting, changes)
+        await uow.orders.save_many(changes.saved)
+        await uow.orders.add_transitions(changes.transitions)
+        await uow.commands.complete_many(changes.completed_commands)
+        await uow.outbox.add_many(EVENTS.name, changes.events)
+
+
+def _key(ref: OrderRef) -> tuple[str, str]:
+    return (ref.marketplace, ref.marketplace_order_id)
+
+
+@dataclass
+class OrderChanges:
+    """What a batch writes, gathered while deciding."""
+
+    saved: dict[tuple[str, str], tuple[lifecycle.OrderState, OrderSnapshot]] = field(
+        default_factory=dict
+    )
+    transitions: list[Transition] = field(default_factory=list)
+    completed_commands: list[str] = field(default_factory=list)
+    events: list[Envelope[Any]] = field(default_factory=list)
+
+
+def _observe(
+    envelope: Envelope[OrderSnapshot],
+    states: dict[tuple[str, str], lifecycle.OrderState],
+    awaiting: dict[tuple[str, str], list[tuple[str, str]]],
+    changes: OrderChanges,
 ) -> None:
     snapshot = envelope.data
-    async with new_uow() as uow:
-        if not await uow.inbox.first_delivery(envelope):
-            log.info("order.duplicate_ignored")
-            return
-        await uow.orders.lock(snapshot)
-        state = await uow.orders.get(snapshot)
-        outcome = lifecycle.observe(
-            state, lifecycle.Observation(snapshot.lengow_status, snapshot.updated_at)
-        )
+    key = _key(snapshot)
+    bound = log.bind(message_id=str(envelope.id), order_id=snapshot.marketplace_order_id)
+    outcome = lifecycle.observe(
+        states.get(key), lifecycle.Observation(snapshot.lengow_status, snapshot.updated_at)
+    )
 
-        async def emit(type: EventType, data: Any) -> None:
-            await uow.outbox.add(
-                EVENTS.name, follow_up(envelope, type=type, source=SOURCE, data=data)
-            )
+    def emit(type: EventType, data: BaseModel) -> None:
+        changes.events.append(follow_up(envelope, type=type, source=SOURCE, data=data))
 
-        match outcome:
-            case lifecycle.Stale():
-                log.info("order.stale_snapshot_ignored", observed_at=snapshot.updated_at)
-            case lifecycle.SnapshotUpdated(state=new_state):
-                await uow.orders.save(new_state, snapshot)
-                log.info("order.snapshot_updated", version=new_state.version)
-            case lifecycle.StatusMoved(
-                state=new_state, from_status=from_status, kind=kind, announces_shipment=ships
-            ):
-                await uow.orders.save(new_state, snapshot)
-                command_id = await uow.commands.awaiting(
-                    snapshot, commands_leading_to(new_state.status)
-                )
-                if command_id is not None:
-                    await uow.commands.complete(command_id)
-                await uow.orders.add_transition(
-                    snapshot,
+    match outcome:
+        case lifecycle.Stale():
+            bound.info("order.stale_snapshot_ignored", observed_at=snapshot.updated_at)
+        case lifecycle.SnapshotUpdated(state=new_state):
+            states[key] = new_state
+            changes.saved[key] = (new_state, snapshot)
+        case lifecycle.StatusMoved(
+            state=new_state, from_status=from_status, kind=kind, announces_shipment=ships
+        ):
+            states[key] = new_state
+            changes.saved[key] = (new_state, snapshot)
+            command_id = _take_command(awaiting.get(key, []), new_state.status)
+            if command_id is not None:
+                changes.completed_commands.append(command_id)
+            changes.transitions.append(
+                Transition(
+                    ref=key,
                     from_status=from_status,
                     to_status=new_state.status,
                     kind=kind,
@@ -88,33 +130,35 @@ async def handle_order_changed(
                     message_id=envelope.id,
                     command_id=command_id,
                 )
-                await emit(
-                    EventType.ORDER_STATUS_CHANGED,
-                    OrderStatusChanged(
-                        marketplace=snapshot.marketplace,
-                        marketplace_order_id=snapshot.marketplace_order_id,
-                        from_status=from_status,
-                        to_status=new_state.status,
-                        manomano_status=MANOMANO_STATUS.get(new_state.status),
-                        kind=kind,
-                        cause="command" if command_id else "observed",
-                        observed_at=snapshot.updated_at,
-                        command_id=command_id,
-                    ),
-                )
-                if ships:
-                    await emit(EventType.ORDER_SHIPPED, shipment_of(snapshot))
-                TRANSITIONS.labels(kind).inc()
-                log.info(
-                    "order.status_changed",
+            )
+            emit(
+                EventType.ORDER_STATUS_CHANGED,
+                OrderStatusChanged(
+                    marketplace=snapshot.marketplace,
+                    marketplace_order_id=snapshot.marketplace_order_id,
                     from_status=from_status,
                     to_status=new_state.status,
+                    manomano_status=MANOMANO_STATUS.get(new_state.status),
                     kind=kind,
-                    shipped=ships,
-                )
-            case lifecycle.MoveRejected(current=current, observed=observed, reason=reason):
-                await uow.orders.add_transition(
-                    snapshot,
+                    cause="command" if command_id else "observed",
+                    observed_at=snapshot.updated_at,
+                    command_id=command_id,
+                ),
+            )
+            if ships:
+                emit(EventType.ORDER_SHIPPED, shipment_of(snapshot))
+            TRANSITIONS.labels(kind).inc()
+            bound.info(
+                "order.status_changed",
+                from_status=from_status,
+                to_status=new_state.status,
+                kind=kind,
+                shipped=ships,
+            )
+        case lifecycle.MoveRejected(current=current, observed=observed, reason=reason):
+            changes.transitions.append(
+                Transition(
+                    ref=key,
                     from_status=current,
                     to_status=observed,
                     kind="rejected",
@@ -122,19 +166,30 @@ async def handle_order_changed(
                     message_id=envelope.id,
                     reason=reason,
                 )
-                await emit(
-                    EventType.ORDER_TRANSITION_REJECTED,
-                    OrderTransitionRejected(
-                        marketplace=snapshot.marketplace,
-                        marketplace_order_id=snapshot.marketplace_order_id,
-                        current_status=current,
-                        observed_status=observed,
-                        observed_at=snapshot.updated_at,
-                        reason=reason,
-                    ),
-                )
-                TRANSITIONS.labels("rejected").inc()
-                log.warning("order.transition_rejected", reason=reason)
+            )
+            emit(
+                EventType.ORDER_TRANSITION_REJECTED,
+                OrderTransitionRejected(
+                    marketplace=snapshot.marketplace,
+                    marketplace_order_id=snapshot.marketplace_order_id,
+                    current_status=current,
+                    observed_status=observed,
+                    observed_at=snapshot.updated_at,
+                    reason=reason,
+                ),
+            )
+            TRANSITIONS.labels("rejected").inc()
+            bound.warning("order.transition_rejected", reason=reason)
+
+
+def _take_command(awaiting: list[tuple[str, str]], status: LengowStatus) -> str | None:
+    """The oldest accepted command whose action ends in ``status``, now completed."""
+    leading = commands_leading_to(status)
+    for index, (command_id, command_type) in enumerate(awaiting):
+        if command_type in leading:
+            del awaiting[index]
+            return command_id
+    return None
 
 
 def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:

@@ -40,8 +40,40 @@ class OrderRepository:
             shipment_announced=row["shipment_announced"],
         )
 
-    async def save(self, state: OrderState, snapshot: OrderSnapshot) -> None:
+    async def lock_many(self, keys: list[tuple[str, str]]) -> None:
+        """Lock several orders; sorted keys, so concurrent batches cannot deadlock."""
         await self._conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('order:' || m || ':' || i, 0))"
+            " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(m, i, n) ORDER BY n",
+            [key[0] for key in sorted(keys)],
+            [key[1] for key in sorted(keys)],
+        )
+
+    async def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], OrderState]:
+        rows = await self._conn.fetch(
+            "SELECT o.marketplace, o.marketplace_order_id, o.lengow_status,"
+            " o.source_updated_at, o.version, o.shipment_announced FROM orders o"
+            " JOIN unnest($1::text[], $2::text[]) AS k(m, i)"
+            " ON o.marketplace = k.m AND o.marketplace_order_id = k.i",
+            [key[0] for key in keys],
+            [key[1] for key in keys],
+        )
+        return {
+            (row["marketplace"], row["marketplace_order_id"]): OrderState(
+                status=LengowStatus(row["lengow_status"]),
+                source_updated_at=row["source_updated_at"],
+                version=row["version"],
+                shipment_announced=row["shipment_announced"],
+            )
+            for row in rows
+        }
+
+    async def save_many(
+        self, saved: dict[tuple[str, str], tuple[OrderState, OrderSnapshot]]
+    ) -> None:
+        if not saved:
+            return
+        await self._conn.executemany(
             """
             INSERT INTO orders AS o (marketplace, marketplace_order_id, lengow_status,
                 manomano_status, is_delivered_by_marketplace, snapshot, source_updated_at,
@@ -57,44 +89,59 @@ class OrderRepository:
                 shipment_announced = excluded.shipment_announced,
                 updated_at = now()
             """,
-            snapshot.marketplace,
-            snapshot.marketplace_order_id,
-            state.status.value,
-            MANOMANO_STATUS.get(state.status),
-            snapshot.is_delivered_by_marketplace,
-            snapshot.model_dump(mode="json"),
-            state.source_updated_at,
-            state.version,
-            state.shipment_announced,
+            [
+                (
+                    snapshot.marketplace,
+                    snapshot.marketplace_order_id,
+                    state.status.value,
+                    MANOMANO_STATUS.get(state.status),
+                    snapshot.is_delivered_by_marketplace,
+                    snapshot.model_dump(mode="json"),
+                    state.source_updated_at,
+                    state.version,
+                    state.shipment_announced,
+                )
+                for state, snapshot in saved.values()
+            ],
         )
 
-    async def add_transition(
-        self,
-        ref: OrderRef,
-        *,
-        from_status: LengowStatus | None,
-        to_status: LengowStatus,
-        kind: str,
-        observed_at: datetime,
-        message_id: uuid.UUID,
-        reason: str | None = None,
-        command_id: str | None = None,
-    ) -> None:
-        await self._conn.execute(
+    async def add_transitions(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        await self._conn.executemany(
             "INSERT INTO order_transitions (marketplace, marketplace_order_id, from_status,"
             " to_status, kind, cause, observed_at, message_id, reason, command_id)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            ref.marketplace,
-            ref.marketplace_order_id,
-            from_status.value if from_status else None,
-            to_status.value,
-            kind,
-            "command" if command_id else "observed",
-            observed_at,
-            message_id,
-            reason,
-            command_id,
+            [
+                (
+                    t.ref[0],
+                    t.ref[1],
+                    t.from_status.value if t.from_status else None,
+                    t.to_status.value,
+                    t.kind,
+                    "command" if t.command_id else "observed",
+                    t.observed_at,
+                    t.message_id,
+                    t.reason,
+                    t.command_id,
+                )
+                for t in transitions
+            ],
         )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One row of an order's history: a move applied, or flagged and not applied."""
+
+    ref: tuple[str, str]
+    from_status: LengowStatus | None
+    to_status: LengowStatus
+    kind: str
+    observed_at: datetime
+    message_id: uuid.UUID
+    command_id: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,22 +194,31 @@ class CommandRepository:
             message_id,
         )
 
-    async def awaiting(self, ref: OrderRef, command_types: list[str]) -> str | None:
-        """The oldest accepted command of these types whose outcome was not observed yet."""
-        value: str | None = await self._conn.fetchval(
-            "SELECT command_id FROM commands WHERE marketplace = $1"
-            " AND marketplace_order_id = $2 AND outcome = 'accepted' AND completed_at IS NULL"
-            " AND command_type = ANY($3::text[]) ORDER BY received_at LIMIT 1",
-            ref.marketplace,
-            ref.marketplace_order_id,
-            command_types,
+    async def awaiting_many(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """Per order, the accepted commands (id, type) whose outcome was not observed yet,
+        oldest first."""
+        rows = await self._conn.fetch(
+            "SELECT c.marketplace, c.marketplace_order_id, c.command_id, c.command_type"
+            " FROM commands c JOIN unnest($1::text[], $2::text[]) AS k(m, i)"
+            " ON c.marketplace = k.m AND c.marketplace_order_id = k.i"
+            " WHERE c.outcome = 'accepted' AND c.completed_at IS NULL ORDER BY c.received_at",
+            [key[0] for key in keys],
+            [key[1] for key in keys],
         )
-        return value
+        found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for row in rows:
+            key = (row["marketplace"], row["marketplace_order_id"])
+            found.setdefault(key, []).append((row["command_id"], row["command_type"]))
+        return found
 
-    async def complete(self, command_id: str) -> None:
-        await self._conn.execute(
-            "UPDATE commands SET completed_at = now() WHERE command_id = $1", command_id
-        )
+    async def complete_many(self, command_ids: list[str]) -> None:
+        if command_ids:
+            await self._conn.execute(
+                "UPDATE commands SET completed_at = now() WHERE command_id = ANY($1::text[])",
+                command_ids,
+            )
 
 
 class ProcessorUnitOfWork(UnitOfWork):
