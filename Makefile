@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck test test-unit run servers migrate docs clean
+.PHONY: help install lint typecheck test test-unit run servers migrate docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ migrate: $(STAMP) servers ## Create the database if needed and apply every migra
 
 run: migrate ## Run the whole pipeline locally: sandbox and every service (Ctrl-C stops it)
 	$(BIN)/python -m devstack
+
+bench: $(STAMP) servers ## Benchmarks: figures and ratios (minutes; BENCH_SCALE=0.1 for a glance)
+	$(BIN)/python -m bench
 
 docs: $(STAMP) ## Regenerate docs/asyncapi.yaml from the services' FastStream brokers
 	$(BIN)/python -m devstack.asyncapi > docs/asyncapi.yaml

@@ -91,7 +91,7 @@ def test_customer_comes_from_the_billing_address() -> None:
 
 
 def test_money_is_formatted_for_the_language() -> None:
-    assert format_money(Decimal("1234.5"), "EUR", "fr") == "1\u202f234,50\u00a0€"
+    assert format_money(Decimal("1234.5"), "EUR", "fr") == "1\u00a0234,50\u00a0€"
     assert format_money(Decimal("1234.5"), "EUR", "en") == "€1,234.50"
 
 
@@ -147,3 +147,16 @@ def test_html_body_escapes_customer_data() -> None:
     html = InvoiceRenderer("fr").email(invoice).html
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
+
+
+@pytest.mark.parametrize("name", ["Camille Martin", "Łukasz Wróbel", "Ελένη Παπαδοπούλου"])
+def test_pdf_renders_any_customer_name(name: str) -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    pdf = InvoiceRenderer("fr").pdf(invoice_for(name=name))
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+    assert name in text
+    assert "159,80" in text
+    assert "€" in text

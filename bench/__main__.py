@@ -1,0 +1,85 @@
+"""``python -m bench`` (``make bench``): every benchmark once, figures and ratios printed.
+
+``BENCH_SCALE`` (default 1.0) scales the event counts, e.g. 0.1 for a quick look; the
+catch-up always runs at 10,000 and 100,000 orders unless ``BENCH_CATCHUP`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+
+from bench import pipeline, reference
+from bench.harness import ALL_QUEUES, delete_queues, describe, fresh_database, servers
+
+
+def line(label: str, value: str) -> None:
+    print(f"{label:<58} {value}", flush=True)
+
+
+async def main(amqp_url: str, postgres_url: str) -> None:
+    scale = float(os.environ.get("BENCH_SCALE", "1.0"))
+    catchups = [int(n) for n in os.environ.get("BENCH_CATCHUP", "10000,100000").split(",")]
+    print(
+        f"lengow-orders benchmarks on {platform.node()}: {os.cpu_count()} cores,"
+        f" Python {platform.python_version()}; durable queues, confirms, fsync on\n"
+    )
+
+    print("1. Physical reference")
+    publish = await reference.publish_confirm_rate(amqp_url, int(20000 * scale))
+    consume = await reference.consume_ack_rate(amqp_url, int(20000 * scale))
+    line("  aio-pika publish + confirm (persistent, quorum)", f"{publish:,.0f} msg/s")
+    line("  aio-pika consume + ack", f"{consume:,.0f} msg/s")
+    async with fresh_database(postgres_url) as database:
+        single = await reference.transaction_rate(database, int(5000 * scale))
+        batched = await reference.batched_rate(database, int(100000 * scale))
+    line("  asyncpg one INSERT per transaction (10 connections)", f"{single:,.0f} tx/s")
+    line("  asyncpg batched (COPY, 500 rows per transaction)", f"{batched:,.0f} rows/s")
+
+    print("\n2. Processor: order.changed to committed state")
+    await delete_queues(amqp_url, *ALL_QUEUES)
+    async with fresh_database(postgres_url) as database:
+        result = await pipeline.processor_rate(amqp_url, database, int(10000 * scale))
+    line(f"  sustained, {result['events']:,} events", f"{result['rate']:,.0f} events/s")
+    line("  ratio to raw consume + ack (target >= 0.6)", f"{result['rate'] / consume:.2f}")
+
+    print("\n3. End to end")
+    memory: dict[int, dict[str, float]] = {}
+    for orders in catchups:
+        await delete_queues(amqp_url, *ALL_QUEUES)
+        async with fresh_database(postgres_url) as database:
+            result = await pipeline.catchup(amqp_url, database, orders)
+        memory[orders] = result["peak_rss_mib"]
+        line(
+            f"  3-day catch-up of {orders:,} orders (target < 60 s at 100,000)",
+            f"{result['seconds']:,.1f} s ({result['rate']:,.0f} orders/s)",
+        )
+    for rate in (500, 100):
+        await delete_queues(amqp_url, *ALL_QUEUES)
+        async with fresh_database(postgres_url) as database:
+            result = await pipeline.latency(amqp_url, database, rate, max(5, int(20 * scale)))
+        line(
+            f"  publish -> commit at {rate} events/s (target p99 < 50 ms at 500)",
+            describe(result["delays"]),
+        )
+
+    print("\n4. Notifier")
+    await delete_queues(amqp_url, *ALL_QUEUES)
+    async with fresh_database(postgres_url) as database:
+        result = await pipeline.notifier_rate(amqp_url, database, int(1000 * scale))
+    line(
+        f"  invoices rendered, archived and emailed ({result['invoices']:,})",
+        f"{result['rate']:,.1f} invoices/s (target >= 200)",
+    )
+    line("  notifier peak memory", f"{result['peak_rss_mib']:.0f} MiB")
+
+    print("\n5. Peak memory (VmHWM) during the catch-ups")
+    for orders, peaks in memory.items():
+        line(f"  {orders:,} orders", ", ".join(f"{k} {v:.0f} MiB" for k, v in peaks.items()))
+    await delete_queues(amqp_url, *ALL_QUEUES)
+
+
+if __name__ == "__main__":
+    with servers() as (amqp, postgres):
+        asyncio.run(main(amqp, postgres))
