@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck test test-unit run servers migrate docs bench clean
+.PHONY: help install lint typecheck test test-unit test-faults run servers migrate docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ typecheck: $(STAMP) ## mypy --strict on services/, shared/, sandbox/ and devstac
 
 test: lint typecheck ## Lint, type-check, then every test (unit, integration, end-to-end)
 	$(BIN)/pytest
+
+test-faults: $(STAMP) servers ## The fault-injection suite: kill -9, broker and database restarts, outages (minutes)
+	$(BIN)/pytest -m faults tests/faults
 
 test-unit: $(STAMP) ## Only the fast tests that need no server
 	$(BIN)/pytest tests/unit

@@ -277,7 +277,7 @@ async def notifier_rate(amqp_url: str, database_url: str, invoices: int) -> dict
     from pathlib import Path
 
     from sandbox.smtp import start_sink
-    from tests.integration.conftest import free_port
+    from tests.conftest import free_port
 
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:

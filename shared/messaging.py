@@ -207,6 +207,10 @@ def parse_envelope(body: bytes, model: type[ModelT]) -> ModelT:
         raise UnprocessableMessageError(
             f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES} bytes limit"
         )
+    if b"\\u0000" in body or b"\x00" in body:
+        raise UnprocessableMessageError(
+            "invalid message: text contains a NUL character, which PostgreSQL cannot store"
+        )
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:

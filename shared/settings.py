@@ -20,8 +20,6 @@ class ServiceSettings(BaseSettings):
     #: Seconds between two outbox sweeps when no commit woke the relay up.
     outbox_poll_interval: float = Field(default=0.5, gt=0)
     outbox_batch_size: int = Field(default=200, gt=0, le=10_000)
-    #: A message is dead-lettered by the broker after this many failed deliveries.
-    delivery_limit: int = Field(default=20, gt=0)
     #: Seconds to wait before handing back a message whose handling failed (database down...).
     retry_delay: float = Field(default=1.0, ge=0)
     prefetch_count: int = Field(default=64, gt=0)

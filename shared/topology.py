@@ -19,8 +19,20 @@ DEAD_LETTERS = RabbitExchange("orders.dead-letter", type=ExchangeType.DIRECT, du
 REJECTION_REASON_HEADER = "x-rejection-reason"
 
 
-def consumer_queue(name: str, routing_key: str, *, delivery_limit: int) -> RabbitQueue:
+#: Every consumer queue: its routing key on its exchange, and how many failed deliveries the
+#: broker allows before dead-lettering a message (the notifier waits out SMTP outages).
+CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
+    "processor.order-changed": (EVENTS, "order.changed", 20),
+    "processor.commands": (COMMANDS, "order.*", 20),
+    "notifier.order-shipped": (EVENTS, "order.shipped", 200),
+    "poller.action-requested": (EVENTS, "order.action_requested", 20),
+    "poller.sync": (COMMANDS, "poller.sync", 20),
+}
+
+
+def consumer_queue(name: str) -> RabbitQueue:
     """A durable quorum queue whose poison messages end in ``<name>.dlq``."""
+    _, routing_key, delivery_limit = CONSUMERS[name]
     return RabbitQueue(
         name,
         queue_type=QueueType.QUORUM,
@@ -34,19 +46,23 @@ def consumer_queue(name: str, routing_key: str, *, delivery_limit: int) -> Rabbi
     )
 
 
-def dead_letter_queue(consumer: RabbitQueue) -> RabbitQueue:
-    return RabbitQueue(
-        f"{consumer.name}.dlq",
-        queue_type=QueueType.QUORUM,
-        durable=True,
-        routing_key=consumer.name,
-    )
+def dead_letter_queue(name: str) -> RabbitQueue:
+    return RabbitQueue(f"{name}.dlq", queue_type=QueueType.QUORUM, durable=True, routing_key=name)
 
 
-async def declare_dead_letter_queue(broker: RabbitBroker, consumer: RabbitQueue) -> None:
-    exchange = await broker.declare_exchange(DEAD_LETTERS)
-    queue = await broker.declare_queue(dead_letter_queue(consumer))
-    await queue.bind(exchange, routing_key=consumer.name)
+async def declare_topology(broker: RabbitBroker) -> None:
+    """Declare every exchange, consumer queue, binding and dead-letter queue.
+
+    Every service does this at start, before it publishes anything: an event published
+    before its consumer's queue exists would be routed nowhere and lost, whichever service
+    happens to start first."""
+    dead_letters = await broker.declare_exchange(DEAD_LETTERS)
+    for name, (exchange, routing_key, _) in CONSUMERS.items():
+        source = await broker.declare_exchange(exchange)
+        queue = await broker.declare_queue(consumer_queue(name))
+        await queue.bind(source, routing_key=routing_key)
+        dlq = await broker.declare_queue(dead_letter_queue(name))
+        await dlq.bind(dead_letters, routing_key=name)
 
 
 def document_events(broker: RabbitBroker, *events: EventType) -> None:

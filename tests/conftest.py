@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from email.message import EmailMessage
+from pathlib import Path
 
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 
+from sandbox.smtp import MailFolder
 from shared.logging import configure_logging
 from tests.infrastructure import amqp_server, postgres_server
 
@@ -44,3 +49,43 @@ async def database_url(postgres_url: str) -> AsyncIterator[str]:
 def _logging() -> None:
     """Services log through structlog into the standard library, where caplog sees them."""
     configure_logging("DEBUG", "console")
+
+
+# --- The SMTP sink ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class SmtpSink:
+    """The real aiosmtpd sink on a loopback port; it can be stopped and started again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.mails = MailFolder(folder)
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self.mails, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def messages(self) -> list[EmailMessage]:
+        return self.mails.messages()
+
+
+@pytest.fixture
+def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
+    sink = SmtpSink(tmp_path / "emails")
+    sink.start()
+    yield sink
+    sink.stop()

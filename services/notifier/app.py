@@ -24,7 +24,7 @@ from shared.observability import (
     prometheus_middleware,
     refresh_outbox_metrics,
 )
-from shared.topology import EVENTS, consumer_queue, declare_dead_letter_queue, document_events
+from shared.topology import EVENTS, consumer_queue, declare_topology, document_events
 
 log = get_logger("services.notifier")
 
@@ -46,11 +46,7 @@ class Notifier:
             EventType.INVOICE_SENT,
             EventType.INVOICE_FAILED,
         )
-        self.order_shipped_queue = consumer_queue(
-            "notifier.order-shipped",
-            EventType.ORDER_SHIPPED,
-            delivery_limit=settings.delivery_limit,
-        )
+        self.order_shipped_queue = consumer_queue("notifier.order-shipped")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._service: InvoiceService | None = None
@@ -116,7 +112,7 @@ class Notifier:
         )
 
     async def started(self) -> None:
-        await declare_dead_letter_queue(self.broker, self.order_shipped_queue)
+        await declare_topology(self.broker)
         self.relay.start()
         await self.ops.start()
         if set(self.settings.seller_siren) <= {"0"}:

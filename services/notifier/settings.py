@@ -38,8 +38,6 @@ class NotifierSettings(ServiceSettings):
     notifier_db_schema: str = "notifier"
     notifier_ops_port: int = 9103
     notifier_db_pool_size: int = 10
-    #: Redeliveries before a message is dead-lettered: SMTP outages can last a while.
-    delivery_limit: int = 200
     retry_delay: float = 2.0
 
     def seller(self) -> Seller:

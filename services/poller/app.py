@@ -19,7 +19,7 @@ from services.poller.lengow import LengowClient
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
-from shared.contracts import CommandType, Envelope, EventType, OrderActionRequested, SyncOrders
+from shared.contracts import Envelope, EventType, OrderActionRequested, SyncOrders
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
@@ -34,7 +34,7 @@ from shared.topology import (
     COMMANDS,
     EVENTS,
     consumer_queue,
-    declare_dead_letter_queue,
+    declare_topology,
     document_events,
 )
 
@@ -60,14 +60,8 @@ class Poller:
             EventType.ORDER_ACTION_SUCCEEDED,
             EventType.ORDER_ACTION_FAILED,
         )
-        self.sync_queue = consumer_queue(
-            "poller.sync", CommandType.SYNC, delivery_limit=settings.delivery_limit
-        )
-        self.actions_queue = consumer_queue(
-            "poller.action-requested",
-            EventType.ORDER_ACTION_REQUESTED,
-            delivery_limit=settings.delivery_limit,
-        )
+        self.sync_queue = consumer_queue("poller.sync")
+        self.actions_queue = consumer_queue("poller.action-requested")
         self._pool: asyncpg.Pool | None = None
         self._sync: OrderSync | None = None
         self._gateway: ActionGateway | None = None
@@ -164,8 +158,7 @@ class Poller:
         self._gateway = ActionGateway(settings, self._pool, polls, self._clients, self._relay.wake)
 
     async def started(self) -> None:
-        await declare_dead_letter_queue(self.broker, self.sync_queue)
-        await declare_dead_letter_queue(self.broker, self.actions_queue)
+        await declare_topology(self.broker)
         self.relay.start()
         await self.ops.start()
         self._tasks = [

@@ -194,10 +194,16 @@ class LengowClient:
         updated_from: datetime,
         updated_to: datetime,
         page_size: int = 100,
+        max_restarts: int = 5,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every page of orders updated in the window, following Lengow's ``next`` links."""
-        url: str | None = "/v3.0/orders"
-        params: dict[str, Any] | None = {
+        """Every page of orders updated in the window, following Lengow's ``next`` links.
+
+        Pages are offsets into a list that moves: an order updated while the window is read
+        leaves it, and every later order shifts one place, so one of them would fall between
+        two pages. When the total ``count`` changes between pages the window is read again
+        from its first page (unchanged orders are then recognised by their fingerprint).
+        """
+        params: dict[str, Any] = {
             "account_id": account_id,
             "marketplace": marketplace,
             "updated_from": updated_from.isoformat(),
@@ -205,11 +211,28 @@ class LengowClient:
             "page_size": page_size,
             "page": 1,
         }
-        while url is not None:
-            body = await self.request("GET", url, params=params)
-            results = body.get("results") or []
-            yield [order for order in results if isinstance(order, dict)]
-            url, params = body.get("next"), None
+        for attempt in range(max_restarts + 1):
+            url: str | None = "/v3.0/orders"
+            page_params: dict[str, Any] | None = params
+            expected: int | None = None
+            shifted = False
+            while url is not None:
+                body = await self.request("GET", url, params=page_params)
+                count = body.get("count")
+                if expected is None:
+                    expected = count
+                elif count != expected:
+                    shifted = True
+                    break
+                results = body.get("results") or []
+                yield [order for order in results if isinstance(order, dict)]
+                url, page_params = body.get("next"), None
+            if not shifted:
+                return
+            log.info("lengow.window_shifted", restart=attempt + 1, was=expected, now=count)
+        raise LengowUnavailableError(
+            f"the orders kept changing while being read ({max_restarts} restarts)"
+        )
 
     async def post_action(self, body: dict[str, Any]) -> Any:
         return await self.request("POST", "/v3.0/orders/actions/", json=body)

@@ -31,7 +31,7 @@ from shared.topology import (
     COMMANDS,
     EVENTS,
     consumer_queue,
-    declare_dead_letter_queue,
+    declare_topology,
     document_events,
 )
 
@@ -71,14 +71,8 @@ class Processor:
             EventType.COMMAND_REJECTED,
             EventType.ORDER_ACTION_REQUESTED,
         )
-        self.order_changed_queue = consumer_queue(
-            "processor.order-changed",
-            EventType.ORDER_CHANGED,
-            delivery_limit=settings.delivery_limit,
-        )
-        self.commands_queue = consumer_queue(
-            "processor.commands", "order.*", delivery_limit=settings.delivery_limit
-        )
+        self.order_changed_queue = consumer_queue("processor.order-changed")
+        self.commands_queue = consumer_queue("processor.commands")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         # Concurrent deliveries (up to the prefetch) are committed together.
@@ -170,8 +164,7 @@ class Processor:
         )
 
     async def started(self) -> None:
-        await declare_dead_letter_queue(self.broker, self.order_changed_queue)
-        await declare_dead_letter_queue(self.broker, self.commands_queue)
+        await declare_topology(self.broker)
         self.relay.start()
         await self.ops.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)

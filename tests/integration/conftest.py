@@ -1,19 +1,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from email.message import EmailMessage
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 from aiohttp import web
-from aiosmtpd.controller import Controller
 
 from sandbox.marketplace import Marketplace
 from sandbox.server import base_url, create_sandbox, sandbox_state, serve
-from sandbox.smtp import MailFolder
 from services.notifier.app import Notifier
 from services.notifier.app import create_app as notifier_app
 from services.notifier.settings import NotifierSettings
@@ -22,6 +17,7 @@ from services.poller.settings import PollerSettings
 from services.processor.app import Processor, ProcessorSettings, create_app
 from shared.database import register_json_codecs
 from tests.bus import delete_queues
+from tests.conftest import SmtpSink
 
 pytestmark = pytest.mark.integration
 
@@ -137,46 +133,9 @@ async def poller_factory(
         await poller.close()
 
 
-# --- SMTP sink and notifier ----------------------------------------------------------------
+# --- Notifier -----------------------------------------------------------------------------
 
 NOTIFIER_QUEUES = ("notifier.order-shipped", "notifier.order-shipped.dlq")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class SmtpSink:
-    """The real aiosmtpd sink on a loopback port; it can be stopped and started again."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.mails = MailFolder(folder)
-        self._controller: Controller | None = None
-
-    def start(self) -> None:
-        self._controller = Controller(self.mails, hostname="127.0.0.1", port=self.port)
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    def messages(self) -> list[EmailMessage]:
-        return self.mails.messages()
-
-
-@pytest.fixture
-def smtp_sink(tmp_path: Path) -> Iterator[SmtpSink]:
-    sink = SmtpSink(tmp_path / "emails")
-    sink.start()
-    yield sink
-    sink.stop()
 
 
 def notifier_settings(

@@ -15,8 +15,9 @@ from services.poller.app import Poller
 from services.poller.app import create_app as poller_app
 from services.processor.app import Processor
 from tests.bus import delete_queues, request
+from tests.conftest import SmtpSink
 from tests.factories import encode, envelope
-from tests.integration.conftest import POLLER_QUEUES, RunningSandbox, SmtpSink, poller_settings
+from tests.integration.conftest import POLLER_QUEUES, RunningSandbox, poller_settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from services.notifier.app import Notifier
 from services.notifier.archive import fetch_invoice
 from shared.contracts import OrderRef
 from tests.bus import publish, recording
+from tests.conftest import SmtpSink
 from tests.factories import encode, envelope, order_shipped
-from tests.integration.conftest import SmtpSink
 
 pytestmark = pytest.mark.integration
 

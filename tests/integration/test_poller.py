@@ -290,3 +290,33 @@ async def test_schedule_polls_on_its_own(
         later = create_orders(sandbox, 1, minutes_ago=0)
         await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 4)
     assert sorted(published_ids(events)) == sorted(ids + later)
+
+
+async def test_orders_changing_during_the_read_are_not_skipped(
+    sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """An order updated between two pages leaves the window and shifts the others: the
+    window is read again, so none of them falls between two pages."""
+    ids = create_orders(sandbox, 60)
+    poller = await poller_factory(lengow_page_size=20)
+    moved = False
+
+    async def move_one_after_the_first_page() -> None:
+        nonlocal moved
+        # The second page's request is in (and held 0.3 s): the first page was answered.
+        while sandbox.calls("GET /v3.0/orders") < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        sandbox.marketplace.move(ids[0], "waiting_shipment", now() + timedelta(hours=1))
+        moved = True
+
+    mover = asyncio.create_task(move_one_after_the_first_page())
+    sandbox.state.faults.delays.extend([0.0, 0.0, 0.3])  # token, page 1, page 2
+    report = await poller.sync.catchup(source(poller))
+    await mover
+    assert moved
+    published = await poller.sync._repository.fingerprints(
+        [("manomano_fr", order_id) for order_id in ids]
+    )
+    assert set(ids[1:]) <= {order_id for _, order_id in published}
+    assert report.error is None
+    assert sandbox.calls("GET /v3.0/orders") > 3  # the window was read again

@@ -104,3 +104,14 @@ def test_fingerprint_changes_with_the_order_and_only_then() -> None:
     same = {key: raw[key] for key in reversed(list(raw))}
     assert fingerprint(raw) == fingerprint(same)
     assert fingerprint(raw) != fingerprint({**raw, "lengow_status": "shipped"})
+
+
+def test_text_with_a_nul_character_is_refused_before_the_database() -> None:
+    import json
+
+    from shared.contracts import Envelope
+    from shared.messaging import UnprocessableMessageError, parse_envelope
+
+    body = json.dumps({"id": "x", "type": "t", "source": "s", "data": {"a": "b\u0000"}})
+    with pytest.raises(UnprocessableMessageError, match="NUL character"):
+        parse_envelope(body.encode(), Envelope[dict])  # type: ignore[type-arg]
