@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+#: The order most tests use.
+ORDER = "M250112345678"
 
 
 def order_snapshot(
-    order_id: str = "M250112345678",
+    order_id: str = ORDER,
     status: str = "waiting_acceptance",
     *,
     minutes: int = 0,
@@ -120,7 +122,7 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 def order_shipped(
-    order_id: str = "M250112345678",
+    order_id: str = ORDER,
     *,
     email: str | None = "camille.martin@example.fr",
     fulfillment: bool = False,

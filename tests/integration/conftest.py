@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -16,8 +17,9 @@ from services.poller.app import Poller
 from services.poller.settings import PollerSettings
 from services.processor.app import Processor, ProcessorSettings, create_app
 from shared.database import register_json_codecs
-from tests.bus import delete_queues
+from tests.bus import delete_queues, publish
 from tests.conftest import SmtpSink
+from tests.factories import ORDER, encode, envelope, order_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +179,21 @@ async def notifier_factory(
 
     async with stack:
         yield start
+
+
+async def order_at(
+    amqp_url: str, db: asyncpg.Connection, status: str, minutes: int = 0, order_id: str = ORDER
+) -> None:
+    """Publish the order at ``status`` (observed ``minutes`` after the base time) and wait
+    until the processor stored it."""
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.changed",
+        encode(envelope(order_snapshot(order_id, status, minutes=minutes))),
+    )
+    for _ in range(100):
+        if await db.fetchval("SELECT lengow_status FROM orders") == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"order never reached {status}")

@@ -10,12 +10,11 @@ import asyncpg
 import pytest
 
 from services.processor.app import Processor
-from tests.bus import publish, recording, request
-from tests.factories import encode, envelope, order_snapshot
+from tests.bus import recording, request
+from tests.factories import ORDER, encode, envelope
+from tests.integration.conftest import order_at
 
 pytestmark = pytest.mark.integration
-
-ORDER = "M250112345678"
 
 
 def command(type_: str, command_id: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -26,20 +25,6 @@ def command(type_: str, command_id: str | None = None, **fields: Any) -> dict[st
         **fields,
     }
     return envelope(data, type_, source="back-office")
-
-
-async def order_at(amqp_url: str, db: asyncpg.Connection, status: str, minutes: int = 0) -> None:
-    await publish(
-        amqp_url,
-        "orders.events",
-        "order.changed",
-        encode(envelope(order_snapshot(ORDER, status, minutes=minutes))),
-    )
-    for _ in range(100):
-        if await db.fetchval("SELECT lengow_status FROM orders") == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"order never reached {status}")
 
 
 async def ask(amqp_url: str, message: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,10 @@ import pytest
 
 from services.processor.app import Processor
 from tests.bus import publish
-from tests.factories import encode, envelope, order_snapshot
+from tests.factories import ORDER, encode, envelope, order_snapshot
+from tests.integration.conftest import order_at
 
 pytestmark = pytest.mark.integration
-
-ORDER = "M250112345678"
 
 
 async def ordersctl(amqp_url: str, database_url: str, *args: str) -> tuple[int, str]:
@@ -33,20 +32,6 @@ async def ordersctl(amqp_url: str, database_url: str, *args: str) -> tuple[int, 
     output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode is not None
     return process.returncode, output.decode()
-
-
-async def order_at(amqp_url: str, db: asyncpg.Connection, status: str, minutes: int = 0) -> None:
-    await publish(
-        amqp_url,
-        "orders.events",
-        "order.changed",
-        encode(envelope(order_snapshot(ORDER, status, minutes=minutes))),
-    )
-    for _ in range(100):
-        if await db.fetchval("SELECT lengow_status FROM orders") == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(status)
 
 
 async def test_accept_then_show_and_list(
