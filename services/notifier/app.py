@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import asyncpg
 from faststream import AckPolicy, FastStream
-from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.notifier.handlers import InvoiceService
@@ -17,13 +14,7 @@ from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
-from shared.observability import (
-    OpsServer,
-    broker_check,
-    database_check,
-    prometheus_middleware,
-    refresh_outbox_metrics,
-)
+from shared.service import service_app, service_broker, service_ops
 from shared.topology import EVENTS, consumer_queue, declare_topology, document_events
 
 log = get_logger("services.notifier")
@@ -34,13 +25,7 @@ class Notifier:
 
     def __init__(self, settings: NotifierSettings) -> None:
         self.settings = settings
-        self.broker = RabbitBroker(
-            settings.amqp_url.get_secret_value(),
-            default_channel=Channel(prefetch_count=settings.prefetch_count),
-            logger=logging.getLogger("faststream.notifier"),
-            log_level=logging.DEBUG,
-            middlewares=[prometheus_middleware("notifier")],
-        )
+        self.broker = service_broker("notifier", settings)
         document_events(
             self.broker,
             EventType.INVOICE_SENT,
@@ -50,15 +35,8 @@ class Notifier:
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._service: InvoiceService | None = None
-        self.ops = OpsServer(
-            "notifier",
-            settings.ops_host,
-            settings.notifier_ops_port,
-            checks={
-                "rabbitmq": broker_check(self.broker),
-                "postgresql": database_check(lambda: self.pool),
-            },
-            refresh=lambda: refresh_outbox_metrics(self.pool, "notifier"),
+        self.ops = service_ops(
+            "notifier", settings, settings.notifier_ops_port, self.broker, lambda: self.pool
         )
         consumer = Consumer(self.broker, self.order_shipped_queue, retry_delay=settings.retry_delay)
 
@@ -139,10 +117,4 @@ class Notifier:
 def create_app(settings: NotifierSettings | None = None) -> FastStream:
     settings = settings or NotifierSettings()
     configure_logging(settings.log_level, settings.log_format)
-    notifier = Notifier(settings)
-    app = FastStream(notifier.broker, logger=logging.getLogger("faststream.notifier"))
-    app.on_startup(notifier.open)
-    app.after_startup(notifier.started)
-    app.after_shutdown(notifier.close)
-    app.context.set_global("notifier", notifier)
-    return app
+    return service_app("notifier", Notifier(settings))

@@ -10,7 +10,6 @@ from typing import Any
 
 import asyncpg
 from faststream import AckPolicy, FastStream
-from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.poller import schedule
@@ -23,13 +22,7 @@ from shared.contracts import Envelope, EventType, OrderActionRequested, SyncOrde
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
-from shared.observability import (
-    OpsServer,
-    broker_check,
-    database_check,
-    prometheus_middleware,
-    refresh_outbox_metrics,
-)
+from shared.service import service_app, service_broker, service_ops
 from shared.topology import (
     COMMANDS,
     EVENTS,
@@ -46,14 +39,7 @@ class Poller:
 
     def __init__(self, settings: PollerSettings) -> None:
         self.settings = settings
-        self.broker = RabbitBroker(
-            settings.amqp_url.get_secret_value(),
-            default_channel=Channel(prefetch_count=settings.prefetch_count),
-            logger=logging.getLogger("faststream.poller"),
-            # One line per message received/processed is for debugging, not for production.
-            log_level=logging.DEBUG,
-            middlewares=[prometheus_middleware("poller")],
-        )
+        self.broker = service_broker("poller", settings)
         document_events(
             self.broker,
             EventType.ORDER_CHANGED,
@@ -68,13 +54,7 @@ class Poller:
         self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.ops = OpsServer(
-            "poller",
-            settings.ops_host,
-            settings.poller_ops_port,
-            checks={"rabbitmq": broker_check(self.broker), "postgresql": database_check(self.pool)},
-            refresh=lambda: refresh_outbox_metrics(self.pool(), "poller"),
-        )
+        self.ops = service_ops("poller", settings, settings.poller_ops_port, self.broker, self.pool)
         consumer = Consumer(self.broker, self.sync_queue, retry_delay=settings.retry_delay)
         action_consumer = Consumer(
             self.broker, self.actions_queue, retry_delay=settings.retry_delay
@@ -251,10 +231,4 @@ def create_app(settings: PollerSettings | None = None) -> FastStream:
     settings = settings or PollerSettings()
     configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    poller = Poller(settings)
-    app = FastStream(poller.broker, logger=logging.getLogger("faststream.poller"))
-    app.on_startup(poller.open)
-    app.after_startup(poller.started)
-    app.after_shutdown(poller.close)
-    app.context.set_global("poller", poller)
-    return app
+    return service_app("poller", Poller(settings))

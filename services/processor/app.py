@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import asyncpg
 from faststream import AckPolicy, FastStream
-from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
@@ -20,12 +17,9 @@ from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
 from shared.observability import (
-    OpsServer,
-    broker_check,
-    database_check,
-    prometheus_middleware,
     refresh_outbox_metrics,
 )
+from shared.service import service_app, service_broker, service_ops
 from shared.settings import ServiceSettings
 from shared.topology import (
     COMMANDS,
@@ -54,14 +48,7 @@ class Processor:
 
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
-        self.broker = RabbitBroker(
-            settings.amqp_url.get_secret_value(),
-            default_channel=Channel(prefetch_count=settings.prefetch_count),
-            logger=logging.getLogger("faststream.processor"),
-            # One line per message received/processed is for debugging, not for production.
-            log_level=logging.DEBUG,
-            middlewares=[prometheus_middleware("processor")],
-        )
+        self.broker = service_broker("processor", settings)
         document_events(
             self.broker,
             EventType.ORDER_STATUS_CHANGED,
@@ -80,15 +67,13 @@ class Processor:
             lambda envelopes: handle_order_changes(self.unit_of_work, envelopes),
             max_size=settings.prefetch_count,
         )
-        self.ops = OpsServer(
+        self.ops = service_ops(
             "processor",
-            settings.ops_host,
+            settings,
             settings.processor_ops_port,
-            checks={
-                "rabbitmq": broker_check(self.broker),
-                "postgresql": database_check(lambda: self.pool),
-            },
-            refresh=self.refresh_metrics,
+            self.broker,
+            lambda: self.pool,
+            self.refresh_metrics,
         )
         consumer = Consumer(self.broker, self.order_changed_queue, retry_delay=settings.retry_delay)
         command_consumer = Consumer(
@@ -188,14 +173,4 @@ class Processor:
 def create_app(settings: ProcessorSettings | None = None) -> FastStream:
     settings = settings or ProcessorSettings()
     configure_logging(settings.log_level, settings.log_format)
-    processor = Processor(settings)
-    app = FastStream(
-        processor.broker,
-        logger=logging.getLogger("faststream.processor"),
-    )
-    app.on_startup(processor.open)
-    app.after_startup(processor.started)
-    # Broker first (stop consuming, finish in-flight messages), then the relay and the pool.
-    app.after_shutdown(processor.close)
-    app.context.set_global("processor", processor)
-    return app
+    return service_app("processor", Processor(settings))

@@ -1,0 +1,71 @@
+"""What every service's wiring has in common: its broker, its ops server, its FastStream app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import asyncpg
+from faststream import FastStream
+from faststream.rabbit import Channel, RabbitBroker
+
+from shared.observability import (
+    OpsServer,
+    broker_check,
+    database_check,
+    prometheus_middleware,
+    refresh_outbox_metrics,
+)
+from shared.settings import ServiceSettings
+
+
+def service_broker(service: str, settings: ServiceSettings) -> RabbitBroker:
+    return RabbitBroker(
+        settings.amqp_url.get_secret_value(),
+        default_channel=Channel(prefetch_count=settings.prefetch_count),
+        logger=logging.getLogger(f"faststream.{service}"),
+        # One line per message received/processed is for debugging, not for production.
+        log_level=logging.DEBUG,
+        middlewares=[prometheus_middleware(service)],
+    )
+
+
+def service_ops(
+    service: str,
+    settings: ServiceSettings,
+    port: int,
+    broker: RabbitBroker,
+    pool: Callable[[], asyncpg.Pool],
+    refresh: Callable[[], Awaitable[None]] | None = None,
+) -> OpsServer:
+    """Health (broker and database reachable) and metrics; by default the refreshed gauges
+    are the outbox's."""
+    return OpsServer(
+        service,
+        settings.ops_host,
+        port,
+        checks={"rabbitmq": broker_check(broker), "postgresql": database_check(pool)},
+        refresh=refresh or (lambda: refresh_outbox_metrics(pool(), service)),
+    )
+
+
+class Runtime(Protocol):
+    broker: RabbitBroker
+
+    async def open(self) -> None: ...
+
+    async def started(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def service_app(service: str, runtime: Runtime) -> FastStream:
+    """Open (migrate, connect) before consuming; close after the broker stopped consuming and
+    finished what was in flight. ``app.context`` holds the runtime under the service's name."""
+    app = FastStream(runtime.broker, logger=logging.getLogger(f"faststream.{service}"))
+    app.on_startup(runtime.open)
+    app.after_startup(runtime.started)
+    app.after_shutdown(runtime.close)
+    app.context.set_global(service, runtime)
+    return app
