@@ -178,23 +178,17 @@ class InvoiceService:
             log.warning("invoice.email_deferred", invoice_number=stored.number, reason=str(failure))
             raise
 
-        async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(shipment, "sent")
-            await uow.outbox.add(
-                EVENTS.name,
-                follow_up(
-                    envelope,
-                    type=EventType.INVOICE_SENT,
-                    source=SOURCE,
-                    data=InvoiceSent(
-                        marketplace=shipment.marketplace,
-                        marketplace_order_id=shipment.marketplace_order_id,
-                        invoice_number=stored.number,
-                        message_id=stored.message_id,
-                        recipient=recipient,
-                    ),
-                ),
-            )
+        await self._record_outcome(
+            conn,
+            envelope,
+            InvoiceSent(
+                marketplace=shipment.marketplace,
+                marketplace_order_id=shipment.marketplace_order_id,
+                invoice_number=stored.number,
+                message_id=stored.message_id,
+                recipient=recipient,
+            ),
+        )
         INVOICES.labels("sent").inc()
         log.info("invoice.sent", invoice_number=stored.number, message_id=stored.message_id)
 
@@ -206,21 +200,32 @@ class InvoiceService:
         reason: str,
     ) -> None:
         shipment = envelope.data
-        async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(shipment, "failed", reason)
-            await uow.outbox.add(
-                EVENTS.name,
-                follow_up(
-                    envelope,
-                    type=EventType.INVOICE_FAILED,
-                    source=SOURCE,
-                    data=InvoiceFailed(
-                        marketplace=shipment.marketplace,
-                        marketplace_order_id=shipment.marketplace_order_id,
-                        invoice_number=stored.number,
-                        reason=reason,
-                    ),
-                ),
-            )
+        await self._record_outcome(
+            conn,
+            envelope,
+            InvoiceFailed(
+                marketplace=shipment.marketplace,
+                marketplace_order_id=shipment.marketplace_order_id,
+                invoice_number=stored.number,
+                reason=reason,
+            ),
+        )
         INVOICES.labels("failed").inc()
         log.warning("invoice.failed", invoice_number=stored.number, reason=reason)
+
+    async def _record_outcome(
+        self,
+        conn: Connection,
+        envelope: Envelope[OrderShipped],
+        event: InvoiceSent | InvoiceFailed,
+    ) -> None:
+        """The email's final status and the event that says so, in one transaction."""
+        if isinstance(event, InvoiceFailed):
+            status, error, type_ = "failed", event.reason, EventType.INVOICE_FAILED
+        else:
+            status, error, type_ = "sent", None, EventType.INVOICE_SENT
+        async with self._unit_of_work(conn) as uow:
+            await uow.invoices.set_status(envelope.data, status, error)
+            await uow.outbox.add(
+                EVENTS.name, follow_up(envelope, type=type_, source=SOURCE, data=event)
+            )
