@@ -25,8 +25,10 @@ and on the AMQP reply_to queue when one is given."""
 
 def document() -> str:
     # Building the services connects to nothing; only their brokers' declarations are read.
+    processor = Processor(ProcessorSettings())
     brokers = [
-        Processor(ProcessorSettings()).broker,
+        processor.broker,
+        processor.described,
         Poller(PollerSettings()).broker,
         Notifier(NotifierSettings()).broker,
     ]

@@ -219,6 +219,10 @@ class Marketplace:
         self.action_delay = action_delay
         self._order_numbers = itertools.count(1)
         self._action_ids = itertools.count(1)
+        # A poller pages through one query many times: the last answer is kept until an order
+        # is created or moves (a 100,000-order catch-up would otherwise be quadratic here).
+        self._revision = 0
+        self._last_query: tuple[tuple[Any, ...], list[SimOrder]] | None = None
 
     # --- Orders --------------------------------------------------------------------------
 
@@ -311,6 +315,7 @@ class Marketplace:
         }
         order = SimOrder(raw, fulfillment)
         self.orders[order_id] = order
+        self._revision += 1
         self._set_status(order, "shipped" if fulfillment else status, at)
         if fulfillment:
             self._add_tracking(order, "Geodis", f"GEO{number:09d}", None, True)
@@ -322,6 +327,7 @@ class Marketplace:
         order.raw["lengow_status"] = status
         order.raw["marketplace_status"] = MANOMANO_STATUS.get(status)
         order.raw["updated_at"] = at.isoformat()
+        self._revision += 1
         order.raw["marketplace_last_modified_date"] = at.isoformat()
         for line in order.raw["packages"][0]["cart"]:
             line["marketplace_status"] = MANOMANO_STATUS.get(status)
@@ -382,6 +388,17 @@ class Marketplace:
         marketplace_order_id: str | None = None,
         lengow_status: str | None = None,
     ) -> list[SimOrder]:
+        key = (
+            self._revision,
+            updated_from,
+            updated_to,
+            order_date_from,
+            order_date_to,
+            marketplace_order_id,
+            lengow_status,
+        )
+        if self._last_query is not None and self._last_query[0] == key:
+            return self._last_query[1]
         found = []
         for order in self.orders.values():
             if updated_from and order.updated_at < updated_from:
@@ -399,6 +416,7 @@ class Marketplace:
                 continue
             found.append(order)
         found.sort(key=lambda o: (o.updated_at, o.id))
+        self._last_query = (key, found)
         return found
 
     # --- Seller actions ------------------------------------------------------------------

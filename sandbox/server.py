@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
 from aiohttp import web
 
 from sandbox.marketplace import MARKETPLACE, MARKETPLACE_DOCUMENT, ActionRefused, Marketplace, now
@@ -131,6 +132,10 @@ async def get_token(request: web.Request) -> web.Response:
     return error(400, "Invalid access token or secret")
 
 
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 async def list_orders(request: web.Request) -> web.Response:
     state = request.app[STATE]
     _account_param(request, authenticated(request))
@@ -156,12 +161,13 @@ async def list_orders(request: web.Request) -> web.Response:
         return str(request.url.update_query(page=str(number)))
 
     return web.json_response(
-        {
+        dumps=_dumps,
+        data={
             "count": len(orders),
             "next": page_url(page + 1) if page * size < len(orders) else None,
             "previous": page_url(page - 1) if page > 1 else None,
             "results": results,
-        }
+        },
     )
 
 

@@ -80,7 +80,10 @@ class LenientPayload(Payload):
     @model_validator(mode="before")
     @classmethod
     def _empty_strings_are_missing(cls, value: Any) -> Any:
-        if isinstance(value, dict):
+        # Most objects have no blank text: they are passed on as they are, without a copy.
+        if isinstance(value, dict) and any(
+            isinstance(v, str) and not v.strip() for v in value.values()
+        ):
             return {
                 k: (None if isinstance(v, str) and not v.strip() else v) for k, v in value.items()
             }

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 import structlog
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from aio_pika.abc import AbstractIncomingMessage
+from faststream.rabbit import RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
+from shared.amqp import AmqpPublisher
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
@@ -85,13 +87,15 @@ class Outbox:
     async def add_many(self, exchange: str, envelopes: Sequence[Envelope[Any]]) -> None:
         if not envelopes:
             return
-        await self._conn.executemany(
+        await self._conn.execute(
             "INSERT INTO outbox (message_id, exchange, routing_key, body, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            [
-                (e.id, exchange, e.type, e.model_dump_json().encode(), e.correlation_id)
-                for e in envelopes
-            ],
+            " SELECT id, $1, key, body, cid FROM unnest($2::uuid[], $3::text[], $4::bytea[],"
+            " $5::text[]) AS r(id, key, body, cid)",
+            exchange,
+            [e.id for e in envelopes],
+            [e.type for e in envelopes],
+            [e.model_dump_json().encode() for e in envelopes],
+            [e.correlation_id for e in envelopes],
         )
         self.added += len(envelopes)
 
@@ -107,13 +111,13 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        broker: RabbitBroker,
+        publisher: AmqpPublisher,
         *,
         poll_interval: float = 0.5,
-        batch_size: int = 200,
+        batch_size: int = 1000,
     ) -> None:
         self._pool = pool
-        self._broker = broker
+        self._publisher = publisher
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._wake = asyncio.Event()
@@ -169,16 +173,13 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        await self._broker.publish(
+        await self._publisher.publish(
+            row["exchange"],
+            row["routing_key"],
             bytes(row["body"]),
-            exchange=row["exchange"],
-            routing_key=row["routing_key"],
             message_id=str(row["message_id"]),
             correlation_id=row["correlation_id"],
             reply_to=row["reply_to"],
-            content_type="application/json",
-            persist=True,
-            mandatory=False,
         )
 
     async def pending(self) -> int:
@@ -245,8 +246,8 @@ class Consumer:
       redelivery; the broker dead-letters it after the queue's delivery limit.
     """
 
-    def __init__(self, broker: RabbitBroker, queue: RabbitQueue, *, retry_delay: float) -> None:
-        self._broker = broker
+    def __init__(self, publisher: AmqpPublisher, queue: RabbitQueue, *, retry_delay: float) -> None:
+        self._publisher = publisher
         self._queue = queue
         self._retry_delay = retry_delay
 
@@ -289,22 +290,26 @@ class Consumer:
             structlog.contextvars.clear_contextvars()
 
     async def dead_letter(self, message: RabbitMessage, reason: str) -> None:
-        raw = message.raw_message
-        log.warning(
-            "message.dead_lettered", reason=reason, dead_letter_queue=f"{self._queue.name}.dlq"
-        )
-        DEAD_LETTERED.labels(self._queue.name).inc()
-        headers: dict[str, Any] = dict(raw.headers or {})
-        headers[REJECTION_REASON_HEADER] = reason[:1000]
-        headers["x-original-routing-key"] = raw.routing_key or ""
-        headers["x-original-exchange"] = raw.exchange or ""
-        await self._broker.publish(
-            message.body,
-            exchange=DEAD_LETTERS,
-            routing_key=self._queue.name,
-            headers=headers,
-            message_id=raw.message_id or str(uuid.uuid4()),
-            correlation_id=raw.correlation_id,
-            content_type=raw.content_type,
-            persist=True,
-        )
+        await dead_letter(self._publisher, self._queue.name, message.raw_message, reason)
+
+
+async def dead_letter(
+    publisher: AmqpPublisher, queue: str, message: AbstractIncomingMessage, reason: str
+) -> None:
+    """Publish a refused delivery to ``<queue>.dlq`` with why, where it came from and what it
+    carried; the caller then acknowledges it."""
+    log.warning("message.dead_lettered", reason=reason, dead_letter_queue=f"{queue}.dlq")
+    DEAD_LETTERED.labels(queue).inc()
+    headers: dict[str, Any] = dict(message.headers or {})
+    headers[REJECTION_REASON_HEADER] = reason[:1000]
+    headers["x-original-routing-key"] = message.routing_key or ""
+    headers["x-original-exchange"] = message.exchange or ""
+    await publisher.publish(
+        DEAD_LETTERS.name,
+        queue,
+        message.body,
+        headers=headers,
+        message_id=message.message_id or str(uuid.uuid4()),
+        correlation_id=message.correlation_id,
+        content_type=message.content_type,
+    )

@@ -16,7 +16,14 @@ import asyncpg
 from aiohttp import web
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from shared.logging import get_logger
 
@@ -36,6 +43,14 @@ DEAD_LETTERED = Counter(
     "lengow_orders_dead_lettered_total",
     "Messages a consumer refused and sent to its dead-letter queue.",
     ["queue"],
+)
+
+BATCH_SIZE = Histogram(
+    "lengow_orders_batch_size",
+    "Deliveries handled together in one transaction by a batch consumer (its sum counts the"
+    " deliveries).",
+    ["queue"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
 
 

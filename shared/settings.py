@@ -19,7 +19,7 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     #: Seconds between two outbox sweeps when no commit woke the relay up.
     outbox_poll_interval: float = Field(default=0.5, gt=0)
-    outbox_batch_size: int = Field(default=200, gt=0, le=10_000)
+    outbox_batch_size: int = Field(default=1000, gt=0, le=10_000)
     #: Seconds to wait before handing back a message whose handling failed (database down...).
     retry_delay: float = Field(default=1.0, ge=0)
     prefetch_count: int = Field(default=64, gt=0)

@@ -10,6 +10,7 @@ from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
+from shared.amqp import AmqpPublisher
 from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
@@ -26,6 +27,7 @@ class Notifier:
     def __init__(self, settings: NotifierSettings) -> None:
         self.settings = settings
         self.broker = service_broker("notifier", settings)
+        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
         document_events(
             self.broker,
             EventType.INVOICE_SENT,
@@ -38,7 +40,9 @@ class Notifier:
         self.ops = service_ops(
             "notifier", settings, settings.notifier_ops_port, self.broker, lambda: self.pool
         )
-        consumer = Consumer(self.broker, self.order_shipped_queue, retry_delay=settings.retry_delay)
+        consumer = Consumer(
+            self.publisher, self.order_shipped_queue, retry_delay=settings.retry_delay
+        )
 
         @self.broker.subscriber(
             self.order_shipped_queue,
@@ -75,9 +79,10 @@ class Notifier:
         schema = self.settings.notifier_db_schema
         await migrate_dsn(dsn, schema, "services.notifier")
         self._pool = await create_pool(dsn, schema, max_size=self.settings.notifier_db_pool_size)
+        await self.publisher.connect()
         self._relay = OutboxRelay(
             self._pool,
-            self.broker,
+            self.publisher,
             poll_interval=self.settings.outbox_poll_interval,
             batch_size=self.settings.outbox_batch_size,
         )
@@ -109,6 +114,7 @@ class Notifier:
         await self.ops.stop()
         if self._relay is not None:
             await self._relay.stop()
+        await self.publisher.close()
         if self._pool is not None:
             await self._pool.close()
         log.info("notifier.stopped")

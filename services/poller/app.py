@@ -18,6 +18,7 @@ from services.poller.lengow import LengowClient
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
+from shared.amqp import AmqpPublisher
 from shared.contracts import Envelope, EventType, OrderActionRequested, SyncOrders
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
@@ -40,6 +41,7 @@ class Poller:
     def __init__(self, settings: PollerSettings) -> None:
         self.settings = settings
         self.broker = service_broker("poller", settings)
+        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
         document_events(
             self.broker,
             EventType.ORDER_CHANGED,
@@ -55,9 +57,9 @@ class Poller:
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.ops = service_ops("poller", settings, settings.poller_ops_port, self.broker, self.pool)
-        consumer = Consumer(self.broker, self.sync_queue, retry_delay=settings.retry_delay)
+        consumer = Consumer(self.publisher, self.sync_queue, retry_delay=settings.retry_delay)
         action_consumer = Consumer(
-            self.broker, self.actions_queue, retry_delay=settings.retry_delay
+            self.publisher, self.actions_queue, retry_delay=settings.retry_delay
         )
 
         @self.broker.subscriber(
@@ -129,9 +131,10 @@ class Poller:
         }
         polls = PollerRepository(self._pool)
         self._sync = OrderSync(settings, polls, self._clients, self.publish)
+        await self.publisher.connect()
         self._relay = OutboxRelay(
             self._pool,
-            self.broker,
+            self.publisher,
             poll_interval=settings.outbox_poll_interval,
             batch_size=settings.outbox_batch_size,
         )
@@ -164,6 +167,7 @@ class Poller:
                 await task
         if self._relay is not None:
             await self._relay.stop()
+        await self.publisher.close()
         for client in self._clients.values():
             await client.aclose()
         if self._pool is not None:
@@ -172,14 +176,12 @@ class Poller:
 
     async def publish(self, envelope: Envelope[Any]) -> None:
         """Publish a persistent event and wait for the broker's confirm."""
-        await self.broker.publish(
+        await self.publisher.publish(
+            EVENTS.name,
+            envelope.type,
             envelope.model_dump_json().encode(),
-            exchange=EVENTS,
-            routing_key=envelope.type,
             message_id=str(envelope.id),
             correlation_id=envelope.correlation_id,
-            content_type="application/json",
-            persist=True,
         )
 
     async def run_schedule(self) -> None:

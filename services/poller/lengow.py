@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import SecretStr
 from tenacity import (
     AsyncRetrying,
@@ -159,7 +160,8 @@ class LengowClient:
         self._raise_for_transient(response)
         if response.status_code >= 400:
             raise LengowRequestError(response.status_code, _error_message(response))
-        return response.json()
+        # orjson: a 3-day catch-up decodes a hundred pages of a thousand orders.
+        return orjson.loads(response.content)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> Any:
         """One Lengow call, retried on timeouts, network errors, 5xx and 429."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 from shared.contracts import OrderSnapshot
 
@@ -45,5 +46,5 @@ def parse_order(raw: dict[str, Any]) -> OrderSnapshot:
 
 def fingerprint(raw: dict[str, Any]) -> str:
     """A digest of the whole order as Lengow sent it: equal digests, nothing changed."""
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)
+    return hashlib.sha256(canonical).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
@@ -11,7 +12,8 @@ from services.processor.commands import MANOMANO_CARRIERS, MANOMANO_REFUND_REASO
 from services.processor.handlers import CommandHandler, handle_order_changes, read_command
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
-from shared.batching import MicroBatcher
+from shared.amqp import AmqpPublisher
+from shared.batching import BatchConsumer
 from shared.contracts import Envelope, EventType, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
@@ -36,6 +38,8 @@ class ProcessorSettings(ServiceSettings):
     processor_db_schema: str = "processor"
     processor_ops_port: int = 9101
     processor_db_pool_size: int = 10
+    #: Most order.changed deliveries committed in one transaction (and acknowledged at once).
+    processor_batch_size: int = Field(default=500, gt=0, le=5000)
     #: The marketplace's carriers and refund reasons commands are checked against.
     marketplace_carriers: list[str] = Field(default_factory=lambda: list(MANOMANO_CARRIERS))
     marketplace_refund_reasons: list[str] = Field(
@@ -62,11 +66,20 @@ class Processor:
         self.commands_queue = consumer_queue("processor.commands")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
-        # Concurrent deliveries (up to the prefetch) are committed together.
-        self.order_changes: MicroBatcher[Envelope[OrderSnapshot]] = MicroBatcher(
+        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
+        # The bulk of the traffic: consumed in batches on aio-pika (see shared/batching.py),
+        # twice the batch in flight so that the next batch gathers while one commits.
+        self.order_changes = BatchConsumer(
+            settings.amqp_url.get_secret_value(),
+            self.order_changed_queue,
+            Envelope[OrderSnapshot],
             lambda envelopes: handle_order_changes(self.unit_of_work, envelopes),
-            max_size=settings.prefetch_count,
+            self.publisher,
+            prefetch=2 * settings.processor_batch_size,
+            max_batch=settings.processor_batch_size,
+            retry_delay=settings.retry_delay,
         )
+        self.described = _describe_order_changed(settings, self.order_changed_queue)
         self.ops = service_ops(
             "processor",
             settings,
@@ -75,9 +88,8 @@ class Processor:
             lambda: self.pool,
             self.refresh_metrics,
         )
-        consumer = Consumer(self.broker, self.order_changed_queue, retry_delay=settings.retry_delay)
         command_consumer = Consumer(
-            self.broker, self.commands_queue, retry_delay=settings.retry_delay
+            self.publisher, self.commands_queue, retry_delay=settings.retry_delay
         )
         command_handler = CommandHandler(
             self.unit_of_work,
@@ -108,18 +120,6 @@ class Processor:
 
             await command_consumer.run_raw(message, handle)
 
-        @self.broker.subscriber(
-            self.order_changed_queue,
-            EVENTS,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,  # answers go through the outbox, never as a framework reply
-            decoder=raw_body,
-            title="processor.order-changed",
-            description="Applies each observed order snapshot to the order's lifecycle.",
-        )
-        async def on_order_changed(message: RabbitMessage) -> None:
-            await consumer.run(message, Envelope[OrderSnapshot], self.order_changes.submit)
-
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -141,9 +141,10 @@ class Processor:
         schema = self.settings.processor_db_schema
         await migrate_dsn(dsn, schema, "services.processor")
         self._pool = await create_pool(dsn, schema, max_size=self.settings.processor_db_pool_size)
+        await self.publisher.connect()
         self._relay = OutboxRelay(
             self._pool,
-            self.broker,
+            self.publisher,
             poll_interval=self.settings.outbox_poll_interval,
             batch_size=self.settings.outbox_batch_size,
         )
@@ -151,6 +152,7 @@ class Processor:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        await self.order_changes.start()
         await self.ops.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)
 
@@ -165,9 +167,30 @@ class Processor:
         await self.order_changes.stop()
         if self._relay is not None:
             await self._relay.stop()
+        await self.publisher.close()
         if self._pool is not None:
             await self._pool.close()
         log.info("processor.stopped")
+
+
+def _describe_order_changed(settings: ProcessorSettings, queue: RabbitQueue) -> RabbitBroker:
+    """A broker that never connects, describing for the AsyncAPI document the queue that the
+    :class:`BatchConsumer` consumes."""
+    described = RabbitBroker(settings.amqp_url.get_secret_value())
+
+    @described.subscriber(
+        queue,
+        EVENTS,
+        title="processor.order-changed",
+        description=(
+            "Applies each observed order snapshot to the order's lifecycle; deliveries are"
+            " committed and acknowledged in batches."
+        ),
+    )
+    async def on_order_changed(envelope: Envelope[OrderSnapshot]) -> None:
+        raise NotImplementedError("documentation only: shared.batching.BatchConsumer consumes")
+
+    return described
 
 
 def create_app(settings: ProcessorSettings | None = None) -> FastStream:

@@ -184,6 +184,8 @@ def _observe(
 
 def _take_command(awaiting: list[tuple[str, str]], status: LengowStatus) -> str | None:
     """The oldest accepted command whose action ends in ``status``, now completed."""
+    if not awaiting:
+        return None
     leading = commands_leading_to(status)
     for index, (command_id, command_type) in enumerate(awaiting):
         if command_type in leading:

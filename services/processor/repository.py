@@ -73,12 +73,30 @@ class OrderRepository:
     ) -> None:
         if not saved:
             return
-        await self._conn.executemany(
+        rows = [
+            (
+                snapshot.marketplace,
+                snapshot.marketplace_order_id,
+                state.status.value,
+                MANOMANO_STATUS.get(state.status),
+                snapshot.is_delivered_by_marketplace,
+                snapshot.model_dump_json(),
+                state.source_updated_at,
+                state.version,
+                state.shipment_announced,
+            )
+            for state, snapshot in saved.values()
+        ]
+        # One statement for the whole batch; the snapshot goes as JSON text, serialised by
+        # pydantic rather than by the json codec.
+        await self._conn.execute(
             """
             INSERT INTO orders AS o (marketplace, marketplace_order_id, lengow_status,
                 manomano_status, is_delivered_by_marketplace, snapshot, source_updated_at,
                 version, shipment_announced)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            SELECT m, i, s, ms, d, j::jsonb, u, v, a FROM unnest($1::text[], $2::text[],
+                $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[], $8::int[],
+                $9::bool[]) AS r(m, i, s, ms, d, j, u, v, a)
             ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET
                 lengow_status = excluded.lengow_status,
                 manomano_status = excluded.manomano_status,
@@ -89,44 +107,33 @@ class OrderRepository:
                 shipment_announced = excluded.shipment_announced,
                 updated_at = now()
             """,
-            [
-                (
-                    snapshot.marketplace,
-                    snapshot.marketplace_order_id,
-                    state.status.value,
-                    MANOMANO_STATUS.get(state.status),
-                    snapshot.is_delivered_by_marketplace,
-                    snapshot.model_dump(mode="json"),
-                    state.source_updated_at,
-                    state.version,
-                    state.shipment_announced,
-                )
-                for state, snapshot in saved.values()
-            ],
+            *(list(column) for column in zip(*rows, strict=True)),
         )
 
     async def add_transitions(self, transitions: list[Transition]) -> None:
         if not transitions:
             return
-        await self._conn.executemany(
+        rows = [
+            (
+                t.ref[0],
+                t.ref[1],
+                t.from_status.value if t.from_status else None,
+                t.to_status.value,
+                t.kind,
+                "command" if t.command_id else "observed",
+                t.observed_at,
+                t.message_id,
+                t.reason,
+                t.command_id,
+            )
+            for t in transitions
+        ]
+        await self._conn.execute(
             "INSERT INTO order_transitions (marketplace, marketplace_order_id, from_status,"
             " to_status, kind, cause, observed_at, message_id, reason, command_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [
-                (
-                    t.ref[0],
-                    t.ref[1],
-                    t.from_status.value if t.from_status else None,
-                    t.to_status.value,
-                    t.kind,
-                    "command" if t.command_id else "observed",
-                    t.observed_at,
-                    t.message_id,
-                    t.reason,
-                    t.command_id,
-                )
-                for t in transitions
-            ],
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::text[], $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])",
+            *(list(column) for column in zip(*rows, strict=True)),
         )
 
 

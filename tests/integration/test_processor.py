@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 
+import aio_pika
 import asyncpg
 import pytest
 
@@ -230,3 +231,61 @@ async def test_failure_while_handling_is_retried_not_lost(
     await settle(processor, db, 1)
     assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_acceptance"
     assert await dead_letters(amqp_url, "processor.order-changed.dlq") == []
+
+
+async def queue_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def test_one_failing_delivery_does_not_hold_back_its_batch(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """Deliveries are committed in batches; the batch holding one delivery that the database
+    refuses is retried one delivery at a time: the others commit, the bad one is handed back
+    until the broker's delivery limit dead-letters it, and every delivery is acknowledged."""
+    await db.execute(
+        """
+        CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.marketplace_order_id = 'POISON' THEN
+                RAISE EXCEPTION 'poisoned order';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER refuse_poison BEFORE INSERT ON orders
+            FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+        """
+    )
+    await processor.order_changes.stop()  # let everything queue up: one large batch
+    good = [f"M{index:05d}" for index in range(300)]
+    poison_id = str(uuid.uuid4())
+    for order_id in good[:150]:
+        await publish_order(amqp_url, envelope(order_snapshot(order_id)))
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.changed",
+        encode(envelope(order_snapshot("POISON"), message_id=poison_id)),
+        message_id=poison_id,
+    )
+    for order_id in good[150:]:
+        await publish_order(amqp_url, envelope(order_snapshot(order_id)))
+    await processor.order_changes.start()
+
+    await settle(processor, db, len(good))
+    stored = await db.fetch("SELECT marketplace_order_id FROM orders")
+    assert sorted(row["marketplace_order_id"] for row in stored) == good
+    for _ in range(200):  # 20 deliveries allowed, 0.1 s apart
+        dead = await dead_letters(amqp_url, "processor.order-changed.dlq")
+        if dead:
+            break
+        await asyncio.sleep(0.1)
+    assert [m.message_id for m in dead] == [poison_id]
+    # Everything was acknowledged: once the consumer lets go, nothing comes back.
+    await processor.order_changes.stop()
+    assert await queue_depth(amqp_url, "processor.order-changed") == 0
+    assert await db.fetchval("SELECT count(*) FROM inbox") == len(good)
