@@ -271,8 +271,11 @@ def shipped_messages(count: int) -> list[bytes]:
     return bodies
 
 
-async def notifier_rate(amqp_url: str, database_url: str, invoices: int) -> dict[str, Any]:
-    """Invoices rendered (PDF), archived and emailed per second, from a full queue."""
+async def notifier_rate(
+    amqp_url: str, database_url: str, invoices: int, replicas: int = 1
+) -> dict[str, Any]:
+    """Invoices rendered (PDF), archived and emailed per second, from a full queue, by
+    ``replicas`` notifier processes."""
     import tempfile
     from pathlib import Path
 
@@ -295,7 +298,7 @@ async def notifier_rate(amqp_url: str, database_url: str, invoices: int) -> dict
             await publish_all(
                 amqp_url, "orders.events", "order.shipped", shipped_messages(invoices)
             )
-            service = await start_service("services.notifier", env)
+            running = [await start_service("services.notifier", env) for _ in range(replicas)]
             try:
                 await wait_until(
                     lambda: _at_least(
@@ -306,9 +309,11 @@ async def notifier_rate(amqp_url: str, database_url: str, invoices: int) -> dict
                     limit=1200,
                     every=0.5,
                 )
-                service.sample_memory()
+                for service in running:
+                    service.sample_memory()
             finally:
-                await service.stop()
+                for service in running:
+                    await service.stop()
             emails = len(list(Path(folder).glob("*.eml")))  # noqa: ASYNC240
         finally:
             sink.stop()
@@ -322,5 +327,6 @@ async def notifier_rate(amqp_url: str, database_url: str, invoices: int) -> dict
         "emails": emails,
         "seconds": float(span),
         "rate": invoices / float(span),
-        "peak_rss_mib": service.peak_rss_kib / 1024,
+        "replicas": replicas,
+        "peak_rss_mib": max(service.peak_rss_kib for service in running) / 1024,
     }

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
+from email.header import Header
+from email.message import Message
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
 
 import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
@@ -36,6 +38,11 @@ class PermanentDeliveryError(DeliveryError):
 def one_line(text: str) -> str:
     """Header values never carry line breaks (no header injection)."""
     return " ".join(text.split())
+
+
+def _encoded(text: str) -> str:
+    """ASCII as it is; anything else as RFC 2047 encoded words."""
+    return text if text.isascii() else Header(text, "utf-8").encode()
 
 
 def checked_recipient(address: str | None) -> str:
@@ -64,7 +71,7 @@ class InvoiceMailer:
 
     def compose(
         self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
-    ) -> EmailMessage:
+    ) -> Message:
         """The email, or :class:`PermanentDeliveryError` when the data cannot make one."""
         try:
             return self._compose(invoice, rendered, pdf, recipient, message_id)
@@ -73,25 +80,29 @@ class InvoiceMailer:
 
     def _compose(
         self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
-    ) -> EmailMessage:
-        message = EmailMessage(policy=SMTP)
-        message["Subject"] = one_line(rendered.subject)
-        message["From"] = Address(
-            display_name=one_line(self._settings.mail_from_name), addr_spec=self._settings.mail_from
+    ) -> Message:
+        # The compat32 classes: the modern EmailMessage API builds a header class per header
+        # set and took more time than rendering the PDF. Every header value is one line.
+        message = MIMEMultipart("mixed")
+        message["Subject"] = _encoded(one_line(rendered.subject))
+        message["From"] = formataddr(
+            (one_line(self._settings.mail_from_name), self._settings.mail_from), "utf-8"
         )
-        message["To"] = Address(display_name=one_line(invoice.customer.name), addr_spec=recipient)
+        message["To"] = formataddr((one_line(invoice.customer.name), recipient), "utf-8")
         message["Message-ID"] = message_id
         message["Date"] = format_datetime(datetime.now(UTC))
-        message["X-Invoice-Number"] = invoice.number
-        message["X-Marketplace-Order-Id"] = one_line(invoice.order_id)
-        message.set_content(rendered.text)
-        message.add_alternative(rendered.html, subtype="html")
-        message.add_attachment(
-            pdf, maintype="application", subtype="pdf", filename=f"{invoice.number}.pdf"
-        )
+        message["X-Invoice-Number"] = _encoded(one_line(invoice.number))
+        message["X-Marketplace-Order-Id"] = _encoded(one_line(invoice.order_id))
+        bodies = MIMEMultipart("alternative")
+        bodies.attach(MIMEText(rendered.text, "plain", "utf-8"))
+        bodies.attach(MIMEText(rendered.html, "html", "utf-8"))
+        message.attach(bodies)
+        attachment = MIMEApplication(pdf, "pdf")
+        attachment.add_header("Content-Disposition", "attachment", filename=f"{invoice.number}.pdf")
+        message.attach(attachment)
         return message
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         settings = self._settings
         try:
             await aiosmtplib.send(

@@ -160,3 +160,29 @@ def test_pdf_renders_any_customer_name(name: str) -> None:
     assert name in text
     assert "159,80" in text
     assert "€" in text
+
+
+def test_long_order_continues_on_further_pages_with_every_line() -> None:
+    import io
+
+    from pypdf import PdfReader
+
+    shipped = order_shipped()
+    line = shipped["lines"][0]
+    shipped["lines"] = [{**line, "title": f"Article numéro {index:03d}"} for index in range(70)]
+    invoice = build_invoice(
+        OrderShipped.model_validate(shipped),
+        seller=SELLER,
+        number="FA2026-000008",
+        issued_on=date(2026, 11, 24),
+        shipping_label="Frais de port",
+    )
+    pages = PdfReader(io.BytesIO(InvoiceRenderer("fr").pdf(invoice))).pages
+    assert len(pages) >= 3
+    text = "".join(page.extract_text() for page in pages)
+    for index in range(70):
+        assert f"Article numéro {index:03d}" in text
+    for page in pages:  # every page of the table repeats its header
+        if "Article numéro" in page.extract_text():
+            assert "Désignation" in page.extract_text()
+    assert "Total TTC" in pages[-1].extract_text()
