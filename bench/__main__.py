@@ -38,11 +38,23 @@ async def main(amqp_url: str, postgres_url: str) -> None:
     line("  asyncpg batched (COPY, 500 rows per transaction)", f"{batched:,.0f} rows/s")
 
     print("\n2. Processor: order.changed to committed state")
-    await delete_queues(amqp_url, *ALL_QUEUES)
-    async with fresh_database(postgres_url) as database:
-        result = await pipeline.processor_rate(amqp_url, database, int(10000 * scale))
-    line(f"  sustained, {result['events']:,} events", f"{result['rate']:,.0f} events/s")
-    line("  ratio to raw consume + ack (target >= 0.6)", f"{result['rate'] / consume:.2f}")
+    for replicas in (1, 2):
+        await delete_queues(amqp_url, *ALL_QUEUES)
+        async with fresh_database(postgres_url) as database:
+            result = await pipeline.processor_rate(amqp_url, database, int(20000 * scale), replicas)
+        who = "one process" if replicas == 1 else f"{replicas} replicas"
+        line(
+            f"  {who}: committed, {result['events']:,} events",
+            f"{result['rate']:,.0f} events/s",
+        )
+        line(
+            f"  {who}: ratio to raw consume + ack (target >= 0.6)",
+            f"{result['rate'] / consume:.2f}",
+        )
+        line(
+            f"  {who}: with the emitted events published",
+            f"{result['published_rate']:,.0f} events/s",
+        )
 
     print("\n3. End to end")
     memory: dict[int, dict[str, float]] = {}
@@ -65,13 +77,15 @@ async def main(amqp_url: str, postgres_url: str) -> None:
         )
 
     print("\n4. Notifier")
-    await delete_queues(amqp_url, *ALL_QUEUES)
-    async with fresh_database(postgres_url) as database:
-        result = await pipeline.notifier_rate(amqp_url, database, int(1000 * scale))
-    line(
-        f"  invoices rendered, archived and emailed ({result['invoices']:,})",
-        f"{result['rate']:,.1f} invoices/s (target >= 200)",
-    )
+    for replicas in (1, 2):
+        await delete_queues(amqp_url, *ALL_QUEUES)
+        async with fresh_database(postgres_url) as database:
+            result = await pipeline.notifier_rate(amqp_url, database, int(2000 * scale), replicas)
+        who = "one process" if replicas == 1 else f"{replicas} replicas"
+        line(
+            f"  {who}: invoices rendered, archived, emailed ({result['invoices']:,})",
+            f"{result['rate']:,.1f} invoices/s (target >= 200)",
+        )
     line("  notifier peak memory", f"{result['peak_rss_mib']:.0f} MiB")
 
     print("\n5. Peak memory (VmHWM) during the catch-ups")

@@ -75,33 +75,52 @@ async def count(database_url: str, query: str) -> int:
         await conn.close()
 
 
-async def processor_rate(amqp_url: str, database_url: str, events: int) -> dict[str, Any]:
-    """Sustained order.changed -> committed state, from a full queue."""
+async def processor_rate(
+    amqp_url: str, database_url: str, events: int, replicas: int = 1
+) -> dict[str, Any]:
+    """Sustained order.changed -> committed state, from a full queue, by ``replicas``
+    processes; also how long until the events those changes emit were all published."""
     env = {"AMQP_URL": amqp_url, "DATABASE_URL": database_url, "PROCESSOR_OPS_PORT": "0"}
     first = await start_service("services.processor", env)
     await wait_until(lambda: _has_table(database_url, "processor.orders"), limit=60)
     await first.stop()  # the queue now exists; fill it while nobody consumes
     bodies = snapshot_messages(events)
     await publish_all(amqp_url, "orders.events", "order.changed", bodies)
-    service = await start_service("services.processor", env)
+    running = [await start_service("services.processor", env) for _ in range(replicas)]
     try:
         await wait_until(
             lambda: _at_least(database_url, "SELECT count(*) FROM processor.inbox", events),
             limit=600,
         )
-        service.sample_memory()
+        await wait_until(
+            lambda: _at_least(
+                database_url,
+                "SELECT count(*) FROM processor.outbox WHERE published_at IS NOT NULL",
+                events,
+            ),
+            limit=600,
+        )
+        for service in running:
+            service.sample_memory()
     finally:
-        await service.stop()
+        for service in running:
+            await service.stop()
     conn = await asyncpg.connect(database_url)
-    span = await conn.fetchval(
+    committed = await conn.fetchval(
         "SELECT extract(epoch FROM max(received_at) - min(received_at)) FROM processor.inbox"
+    )
+    published = await conn.fetchval(
+        "SELECT extract(epoch FROM max(o.published_at) - min(i.received_at))"
+        " FROM processor.outbox o, (SELECT min(received_at) AS received_at FROM processor.inbox) i"
     )
     await conn.close()
     return {
         "events": events,
-        "seconds": float(span),
-        "rate": events / float(span),
-        "peak_rss_mib": service.peak_rss_kib / 1024,
+        "replicas": replicas,
+        "seconds": float(committed),
+        "rate": events / float(committed),
+        "published_rate": events / float(published),
+        "peak_rss_mib": max(service.peak_rss_kib for service in running) / 1024,
     }
 
 
@@ -125,9 +144,6 @@ async def keep_sampling(services: list[Service], stop: asyncio.Event) -> None:
         for service in services:
             service.sample_memory()
         await asyncio.sleep(0.5)
-
-
-_ = time
 
 
 async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, Any]:
