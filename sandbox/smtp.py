@@ -26,6 +26,8 @@ class MailFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        #: The client address of each SMTP session that delivered something.
+        self.sessions: set[tuple[str, int]] = set()
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -36,6 +38,7 @@ class MailFolder:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        self.sessions.add(tuple(session.peer[:2]))
         name = f"{time.time_ns()}-{uuid.uuid4().hex[:8]}.eml"
         partial = self.folder / f".{name}.part"
         partial.write_bytes(envelope.original_content or envelope.content)

@@ -37,6 +37,7 @@ class Notifier:
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._service: InvoiceService | None = None
+        self.mailer = InvoiceMailer(settings)
         self.ops = service_ops(
             "notifier", settings, settings.notifier_ops_port, self.broker, lambda: self.pool
         )
@@ -90,7 +91,7 @@ class Notifier:
             self.settings,
             self._pool,
             self._relay.wake,
-            InvoiceMailer(self.settings),
+            self.mailer,
             InvoiceRenderer(self.settings.invoice_language),
         )
 
@@ -112,6 +113,7 @@ class Notifier:
 
     async def close(self) -> None:
         await self.ops.stop()
+        await self.mailer.close()
         if self._relay is not None:
             await self._relay.stop()
         await self.publisher.close()

@@ -6,7 +6,10 @@ worth retrying; a permanent one (5xx, such as an unknown recipient) is not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import time
 from datetime import UTC, datetime
 from email.header import Header
 from email.message import Message
@@ -64,10 +67,17 @@ def message_id_for(invoice: Invoice, domain: str) -> str:
     return f"<{invoice.number}.{digest[:16]}@{domain}>"
 
 
+#: A kept session unused for longer is closed rather than reused: servers drop idle sessions
+#: (Postfix after 300 s), and a fresh one costs little next to an email.
+IDLE_SESSION_SECONDS = 30.0
+
+
 class InvoiceMailer:
     def __init__(self, settings: NotifierSettings) -> None:
         self._settings = settings
         self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
+        self._sessions = asyncio.Semaphore(settings.smtp_max_connections)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     def compose(
         self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
@@ -103,35 +113,90 @@ class InvoiceMailer:
         return message
 
     async def send(self, message: Message) -> None:
+        """Deliver on a session kept from an earlier email when one is free, else on a new
+        one. A kept session that the server has closed meanwhile is replaced once."""
+        async with self._sessions:
+            client = self._take_idle()
+            if client is not None:
+                try:
+                    await self._send_on(client, message)
+                    return
+                except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
+                    # Dropped while idle: the server never took this email; try a new session.
+                    pass
+            client = await self._connect()
+            try:
+                await self._send_on(client, message)
+            except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError) as exc:
+                raise self._sorted(exc) from None
+
+    async def close(self) -> None:
+        """Say goodbye on every kept session (at shutdown)."""
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await client.quit()
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            client, since = self._idle.pop()
+            if time.monotonic() - since < IDLE_SESSION_SECONDS and client.is_connected:
+                return client
+            client.close()
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
         settings = self._settings
+        client = aiosmtplib.SMTP(
+            hostname=settings.smtp_host,
+            port=settings.smtp_port,
+            username=settings.smtp_username or None,
+            password=(
+                settings.smtp_password.get_secret_value() or None
+                if settings.smtp_password
+                else None
+            ),
+            use_tls=settings.smtp_security == "tls",
+            start_tls=settings.smtp_security == "starttls",
+            timeout=settings.smtp_timeout_seconds,
+        )
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                username=settings.smtp_username or None,
-                password=(
-                    settings.smtp_password.get_secret_value() or None
-                    if settings.smtp_password
-                    else None
-                ),
-                use_tls=settings.smtp_security == "tls",
-                start_tls=settings.smtp_security == "starttls",
-                timeout=settings.smtp_timeout_seconds,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            raise self._sorted(exc) from None
+        return client
+
+    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> None:
+        """Send, then keep the session for the next email; on any failure, drop it."""
+        try:
+            await client.send_message(message)
+        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
+            client.close()
+            raise
+        except aiosmtplib.SMTPException as exc:
+            client.close()
+            raise self._sorted(exc) from None
+        except BaseException:
+            client.close()
+            raise
+        self._idle.append((client, time.monotonic()))
+
+    def _sorted(self, exc: BaseException) -> DeliveryError:
+        """A temporary or a permanent failure, with what the server said."""
+        settings = self._settings
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             codes = [error.code for error in exc.recipients]
             text = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)
             if all(code >= 500 for code in codes):
-                raise PermanentDeliveryError(f"recipient refused: {text}") from None
-            raise TemporaryDeliveryError(f"recipient deferred: {text}") from None
-        except aiosmtplib.SMTPResponseException as exc:
+                return PermanentDeliveryError(f"recipient refused: {text}")
+            return TemporaryDeliveryError(f"recipient deferred: {text}")
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
             failure = f"SMTP server answered {exc.code} {exc.message}"
             if exc.code >= 500:
-                raise PermanentDeliveryError(failure) from None
-            raise TemporaryDeliveryError(failure) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TemporaryDeliveryError(
-                f"SMTP server {settings.smtp_host}:{settings.smtp_port} unreachable:"
-                f" {type(exc).__name__}: {exc}"
-            ) from None
+                return PermanentDeliveryError(failure)
+            return TemporaryDeliveryError(failure)
+        return TemporaryDeliveryError(
+            f"SMTP server {settings.smtp_host}:{settings.smtp_port} unreachable:"
+            f" {type(exc).__name__}: {exc}"
+        )

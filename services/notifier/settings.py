@@ -18,6 +18,8 @@ class NotifierSettings(ServiceSettings):
     #: "starttls" upgrades a plain connection, "tls" connects over TLS, "none" for a local sink.
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    #: SMTP sessions open at once; each is kept for further emails while it is in use.
+    smtp_max_connections: int = Field(default=8, gt=0, le=100)
     #: Attempts within one delivery before the message is handed back for a later retry.
     smtp_attempts: int = Field(default=3, gt=0)
     smtp_backoff_seconds: float = Field(default=1.0, ge=0)

@@ -6,7 +6,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 import asyncpg
 import pytest
@@ -249,3 +249,42 @@ async def test_attempt_in_doubt_is_resent_with_the_same_message_id(
         [row] = await quiet(database_url, notifier, 1)
     assert mail["Message-ID"] == row["message_id"]
     assert "invoice.attempt_in_doubt" in caplog.text
+
+
+async def test_one_smtp_session_carries_several_emails_and_a_dropped_one_is_replaced(
+    smtp_sink: SmtpSink,
+) -> None:
+    from datetime import date
+
+    from services.notifier.invoice import build_invoice
+    from services.notifier.mailer import InvoiceMailer
+    from services.notifier.rendering import InvoiceRenderer
+    from services.notifier.settings import NotifierSettings
+    from shared.contracts import OrderShipped
+
+    settings = NotifierSettings(smtp_port=smtp_sink.port, smtp_max_connections=1)
+    mailer, renderer = InvoiceMailer(settings), InvoiceRenderer("fr")
+
+    def message(number: int) -> Message:
+        invoice = build_invoice(
+            OrderShipped.model_validate(order_shipped(f"M{number:03d}")),
+            seller=settings.seller(),
+            number=f"FA2026-{number:06d}",
+            issued_on=date(2026, 11, 24),
+            shipping_label="Frais de port",
+        )
+        return mailer.compose(
+            invoice, renderer.email(invoice), b"%PDF-", "camille.martin@example.fr", f"<{number}@x>"
+        )
+
+    for number in range(1, 6):
+        await mailer.send(message(number))
+    assert len(smtp_sink.messages()) == 5
+    assert len(smtp_sink.mails.sessions) == 1
+
+    smtp_sink.stop()  # the server drops the idle session
+    smtp_sink.start()
+    await mailer.send(message(6))
+    await mailer.close()
+    assert [m["Message-ID"] for m in smtp_sink.messages()] == [f"<{n}@x>" for n in range(1, 7)]
+    assert len(smtp_sink.mails.sessions) == 2
