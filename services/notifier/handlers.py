@@ -1,7 +1,10 @@
 """What the notifier does with ``order.shipped``: issue the invoice once, email it once.
 
-The invoice row is the record of everything: allocated and archived in one transaction, then
-the attempt is recorded before the SMTP call and its result after. A worker holds the order's
+The invoice row is the record of everything. It is numbered in a short transaction of its own
+(gapless: the number and the row commit together) so that workers do not queue on the
+sequence while a PDF renders; its PDF is archived in the transaction that records the
+attempt, before the SMTP call, so no email goes out without its archived PDF. The result is
+recorded after the call. A worker holds the order's
 session lock across the call; finding an attempt recorded without that lock held means its
 worker died mid-send: the attempt is in doubt, and the email is sent again with the same
 Message-ID so the receiving side can recognise it.
@@ -93,8 +96,9 @@ class InvoiceService:
             shipping_label=self._renderer.labels["shipping"],
         )
 
-    async def _issue(self, conn: Connection, shipment: OrderShipped) -> StoredInvoice:
-        """Number, render and archive the invoice, in one transaction (gapless numbering)."""
+    async def _number(self, conn: Connection, shipment: OrderShipped) -> StoredInvoice:
+        """Give the invoice its number: the sequence row stays locked only for this short
+        transaction."""
         issued = self._clock()
         async with self._unit_of_work(conn) as uow:
             sequence = await uow.invoices.next_sequence(self._seller.siren, issued.year)
@@ -108,7 +112,6 @@ class InvoiceService:
                 language=self._renderer.language,
                 recipient=invoice.customer.email,
                 message_id=message_id,
-                pdf=self._renderer.pdf(invoice),
             )
         log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
         return StoredInvoice(
@@ -123,8 +126,9 @@ class InvoiceService:
     async def _issue_and_send(self, conn: Connection, envelope: Envelope[OrderShipped]) -> None:
         shipment = envelope.data
         stored = await InvoiceRepository(conn).get(shipment)
+        numbered_now = stored is None
         if stored is None:
-            stored = await self._issue(conn, shipment)
+            stored = await self._number(conn, shipment)
         if stored.email_status in ("sent", "failed"):
             log.info(
                 "invoice.already_handled",
@@ -133,12 +137,19 @@ class InvoiceService:
             )
             return
 
+        issued = datetime.combine(stored.issued_on, datetime.min.time(), INVOICE_TIMEZONE)
+        invoice = self._invoice(shipment, stored.number, issued)
+        archived = None if numbered_now else await InvoiceRepository(conn).pdf(shipment)
+        # Rendered outside any transaction; archived with the next status change.
+        pdf = archived if archived is not None else self._renderer.pdf(invoice)
+        to_archive = None if archived is not None else pdf
+
         try:
             recipient = checked_recipient(
                 shipment.billing_address.email if shipment.billing_address else None
             )
         except PermanentDeliveryError as failure:
-            await self._record_failure(conn, envelope, stored, str(failure))
+            await self._record_failure(conn, envelope, stored, str(failure), to_archive)
             return
 
         if stored.email_status == "sending":
@@ -149,13 +160,8 @@ class InvoiceService:
                 resolution="sending again with the same Message-ID",
             )
         async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(shipment, "sending")
+            await uow.invoices.set_status(shipment, "sending", pdf=to_archive)
 
-        issued = datetime.combine(stored.issued_on, datetime.min.time(), INVOICE_TIMEZONE)
-        invoice = self._invoice(shipment, stored.number, issued)
-        pdf = await InvoiceRepository(conn).pdf(shipment)
-        if pdf is None:  # pragma: no cover - the row was read a moment ago, under our lock
-            raise RuntimeError(f"invoice {stored.number} lost its PDF")
         try:
             message = self._mailer.compose(
                 invoice, self._renderer.email(invoice), pdf, recipient, stored.message_id
@@ -198,6 +204,7 @@ class InvoiceService:
         envelope: Envelope[OrderShipped],
         stored: StoredInvoice,
         reason: str,
+        to_archive: bytes | None = None,
     ) -> None:
         shipment = envelope.data
         await self._record_outcome(
@@ -209,6 +216,7 @@ class InvoiceService:
                 invoice_number=stored.number,
                 reason=reason,
             ),
+            to_archive,
         )
         INVOICES.labels("failed").inc()
         log.warning("invoice.failed", invoice_number=stored.number, reason=reason)
@@ -218,14 +226,16 @@ class InvoiceService:
         conn: Connection,
         envelope: Envelope[OrderShipped],
         event: InvoiceSent | InvoiceFailed,
+        to_archive: bytes | None = None,
     ) -> None:
-        """The email's final status and the event that says so, in one transaction."""
+        """The email's final status and the event that says so, in one transaction (with the
+        PDF, when an invoice that cannot be emailed is archived only now)."""
         if isinstance(event, InvoiceFailed):
             status, error, type_ = "failed", event.reason, EventType.INVOICE_FAILED
         else:
             status, error, type_ = "sent", None, EventType.INVOICE_SENT
         async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(envelope.data, status, error)
+            await uow.invoices.set_status(envelope.data, status, error, pdf=to_archive)
             await uow.outbox.add(
                 EVENTS.name, follow_up(envelope, type=type_, source=SOURCE, data=event)
             )

@@ -71,13 +71,13 @@ class InvoiceRepository:
         language: str,
         recipient: str | None,
         message_id: str,
-        pdf: bytes,
     ) -> None:
+        """The numbered invoice, its PDF to be archived by :meth:`set_status`."""
         await self._conn.execute(
             "INSERT INTO invoices (marketplace, marketplace_order_id, seller, year, sequence,"
             " invoice_number, issued_on, language, currency, total_incl, recipient, message_id,"
-            " pdf, email_status)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'pending')",
+            " email_status)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending')",
             invoice.marketplace,
             invoice.order_id,
             seller,
@@ -90,7 +90,6 @@ class InvoiceRepository:
             invoice.total_incl,
             recipient,
             message_id,
-            pdf,
         )
 
     async def pdf(self, ref: OrderRef) -> bytes | None:
@@ -101,16 +100,22 @@ class InvoiceRepository:
         )
         return value
 
-    async def set_status(self, ref: OrderRef, status: str, error: str | None = None) -> None:
+    async def set_status(
+        self, ref: OrderRef, status: str, error: str | None = None, *, pdf: bytes | None = None
+    ) -> None:
+        """The email's status; with ``pdf``, the invoice's PDF is archived in the same
+        statement (it never replaces one already archived)."""
         await self._conn.execute(
             "UPDATE invoices SET email_status = $3, last_error = $4,"
             " attempts = attempts + CASE WHEN $3 = 'sending' THEN 1 ELSE 0 END,"
-            " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END"
+            " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
+            " pdf = coalesce(pdf, $5)"
             " WHERE marketplace = $1 AND marketplace_order_id = $2",
             ref.marketplace,
             ref.marketplace_order_id,
             status,
             error,
+            pdf,
         )
 
 

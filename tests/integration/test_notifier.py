@@ -14,7 +14,7 @@ from pypdf import PdfReader
 
 from services.notifier.app import Notifier
 from services.notifier.archive import fetch_invoice
-from shared.contracts import OrderRef
+from shared.contracts import OrderRef, OrderShipped
 from tests.bus import publish, recording
 from tests.conftest import SmtpSink
 from tests.factories import encode, envelope, order_shipped
@@ -249,6 +249,30 @@ async def test_attempt_in_doubt_is_resent_with_the_same_message_id(
         [row] = await quiet(database_url, notifier, 1)
     assert mail["Message-ID"] == row["message_id"]
     assert "invoice.attempt_in_doubt" in caplog.text
+
+
+async def test_invoice_numbered_by_a_worker_that_died_is_archived_then_sent(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    """A worker died between numbering the invoice and archiving its PDF: the next delivery
+    keeps the number, archives the PDF, and emails that very PDF."""
+    notifier = await notifier_factory()
+    shipment = OrderShipped.model_validate(order_shipped())
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    try:
+        # What the dead worker left behind: the number given, nothing archived or sent.
+        numbered = await notifier.service._number(conn, shipment)
+        assert await conn.fetchval("SELECT pdf FROM invoices") is None
+    finally:
+        await conn.close()
+
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    [mail] = await wait_for_mails(smtp_sink, 1)
+    [row] = await quiet(database_url, notifier, 1)
+    assert row["invoice_number"] == numbered.number and row["email_status"] == "sent"
+    archived = await fetch_invoice(notifier.settings, shipment)
+    assert archived is not None and archived == next(mail.iter_attachments()).get_content()
+    assert pdf_of(mail)[0] == f"{numbered.number}.pdf"
 
 
 async def test_one_smtp_session_carries_several_emails_and_a_dropped_one_is_replaced(
