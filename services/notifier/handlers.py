@@ -159,8 +159,8 @@ class InvoiceService:
                 message_id=stored.message_id,
                 resolution="sending again with the same Message-ID",
             )
-        async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(shipment, "sending", pdf=to_archive)
+        # One statement, atomic and committed on its own: no transaction block needed.
+        await InvoiceRepository(conn).set_status(shipment, "sending", pdf=to_archive)
 
         try:
             message = self._mailer.compose(

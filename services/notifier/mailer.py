@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+import uuid
 from datetime import UTC, datetime
 from email.header import Header
 from email.message import Message
@@ -41,6 +42,12 @@ class PermanentDeliveryError(DeliveryError):
 def one_line(text: str) -> str:
     """Header values never carry line breaks (no header injection)."""
     return " ".join(text.split())
+
+
+def _boundary() -> str:
+    """A MIME boundary that no content can contain: base64 and quoted-printable never
+    produce "=_" followed by 32 hex digits and "_="."""
+    return f"=_{uuid.uuid4().hex}_="
 
 
 def _encoded(text: str) -> str:
@@ -93,7 +100,8 @@ class InvoiceMailer:
     ) -> Message:
         # The compat32 classes: the modern EmailMessage API builds a header class per header
         # set and took more time than rendering the PDF. Every header value is one line.
-        message = MIMEMultipart("mixed")
+        # Boundaries given rather than drawn: drawing one scans the whole body for a clash.
+        message = MIMEMultipart("mixed", boundary=_boundary())
         message["Subject"] = _encoded(one_line(rendered.subject))
         message["From"] = formataddr(
             (one_line(self._settings.mail_from_name), self._settings.mail_from), "utf-8"
@@ -103,7 +111,7 @@ class InvoiceMailer:
         message["Date"] = format_datetime(datetime.now(UTC))
         message["X-Invoice-Number"] = _encoded(one_line(invoice.number))
         message["X-Marketplace-Order-Id"] = _encoded(one_line(invoice.order_id))
-        bodies = MIMEMultipart("alternative")
+        bodies = MIMEMultipart("alternative", boundary=_boundary())
         bodies.attach(MIMEText(rendered.text, "plain", "utf-8"))
         bodies.attach(MIMEText(rendered.html, "html", "utf-8"))
         message.attach(bodies)

@@ -380,11 +380,10 @@ def _box(
         pdf.rect(x, y, width, height, style="F")
     if not text:
         return
-    text_width = pdf.get_string_width(text)
     if align == "R":
-        x += width - pdf.c_margin - text_width
+        x += width - pdf.c_margin - pdf.get_string_width(text)
     elif align == "C":
-        x += (width - text_width) / 2
+        x += (width - pdf.get_string_width(text)) / 2
     else:
         x += pdf.c_margin
     pdf.text(x, y + 0.5 * height + 0.3 * pdf.font_size, text)
