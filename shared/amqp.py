@@ -1,9 +1,9 @@
-"""Publishing on aio-pika directly, with publisher confirms, on a connection of its own.
+"""Publishing with publisher confirms on a robust aio-pika connection of its own.
 
-The outbox relay and dead-lettering publish every message a service sends. FastStream's
-publish path (middlewares, dependency resolution, a correlation id per message) costs more
-than the publish itself, so these hot paths go straight to aio-pika; FastStream keeps the
-subscribers and the application's life cycle.
+The outbox relays, the poller and dead-lettering publish every message a service sends.
+FastStream's publish path (middlewares, dependency resolution, a correlation id per message)
+costs more than the publish itself, so these hot paths go to the AMQP channel directly;
+FastStream keeps the subscribers and the application's life cycle.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from pamqp.commands import Basic
+
+#: AMQP delivery mode of a message the broker writes to disk.
+PERSISTENT = 2
 
 
 class AmqpPublisher:
@@ -22,7 +26,6 @@ class AmqpPublisher:
         self._url = url
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchanges: dict[str, AbstractExchange] = {}
 
     async def connect(self) -> None:
         if self._connection is None:
@@ -34,19 +37,6 @@ class AmqpPublisher:
         if self._connection is not None:
             await self._connection.close()
         self._connection = self._channel = None
-        self._exchanges.clear()
-
-    async def _exchange(self, name: str) -> AbstractExchange:
-        if self._channel is None:
-            raise RuntimeError("the publisher is not connected")
-        if name == "":
-            return self._channel.default_exchange
-        exchange = self._exchanges.get(name)
-        if exchange is None:
-            # Declared by ``declare_topology``; looked up once, not declared again.
-            exchange = await self._channel.get_exchange(name, ensure=False)
-            self._exchanges[name] = exchange
-        return exchange
 
     async def publish(
         self,
@@ -61,18 +51,23 @@ class AmqpPublisher:
         content_type: str | None = "application/json",
     ) -> None:
         """Returns once the broker has the message; raises if it refused it or went away."""
-        target = await self._exchange(exchange)
-        await target.publish(
-            aio_pika.Message(
-                body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        if self._channel is None:
+            raise RuntimeError("the publisher is not connected")
+        # The channel underneath aio-pika's: building an aio_pika.Message measured 8 % of the
+        # processor's time, its pamqp properties a fraction of that.
+        channel = await self._channel.get_underlay_channel()
+        await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=routing_key,
+            properties=Basic.Properties(
+                delivery_mode=PERSISTENT,
                 message_id=message_id,
                 correlation_id=correlation_id,
                 reply_to=reply_to,
                 headers=dict(headers) if headers else None,
                 content_type=content_type,
             ),
-            routing_key=routing_key,
             # An event nobody subscribes to yet is not an error: no return to process.
             mandatory=False,
         )
