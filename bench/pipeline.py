@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ import asyncpg
 
 from bench.harness import Service, start_service, wait_until
 from sandbox.marketplace import Marketplace
+from tests.factories import encode, envelope
 
 
 def snapshot_messages(count: int, *, shipped: bool = False) -> list[bytes]:
@@ -29,17 +29,7 @@ def snapshot_messages(count: int, *, shipped: bool = False) -> list[bytes]:
             marketplace.move(order.id, "waiting_shipment", start + timedelta(seconds=index))
             marketplace.move(order.id, "shipped", start + timedelta(seconds=index + 1))
         data = parse_order(order.raw).model_dump(mode="json")
-        bodies.append(
-            json.dumps(
-                {
-                    "id": str(uuid.uuid4()),
-                    "type": "order.changed",
-                    "source": "bench",
-                    "time": datetime.now(UTC).isoformat(),
-                    "data": data,
-                }
-            ).encode()
-        )
+        bodies.append(encode(envelope(data, "order.changed", source="bench")))
     return bodies
 
 
@@ -273,17 +263,7 @@ def shipped_messages(count: int) -> list[bytes]:
         marketplace.move(order.id, "waiting_shipment", start + timedelta(seconds=index))
         marketplace.move(order.id, "shipped", start + timedelta(seconds=index + 1))
         data = shipment_of(parse_order(order.raw)).model_dump(mode="json")
-        bodies.append(
-            json.dumps(
-                {
-                    "id": str(uuid.uuid4()),
-                    "type": "order.shipped",
-                    "source": "bench",
-                    "time": datetime.now(UTC).isoformat(),
-                    "data": data,
-                }
-            ).encode()
-        )
+        bodies.append(encode(envelope(data, "order.shipped", source="bench")))
     return bodies
 
 

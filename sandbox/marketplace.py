@@ -220,7 +220,8 @@ class Marketplace:
         self._order_numbers = itertools.count(1)
         self._action_ids = itertools.count(1)
         # A poller pages through one query many times: the last answer is kept until an order
-        # is created or moves (a 100,000-order catch-up would otherwise be quadratic here).
+        # is created or moves, both through _set_status (a 100,000-order catch-up would
+        # otherwise be quadratic here).
         self._revision = 0
         self._last_query: tuple[tuple[Any, ...], list[SimOrder]] | None = None
 
@@ -315,7 +316,6 @@ class Marketplace:
         }
         order = SimOrder(raw, fulfillment)
         self.orders[order_id] = order
-        self._revision += 1
         self._set_status(order, "shipped" if fulfillment else status, at)
         if fulfillment:
             self._add_tracking(order, "Geodis", f"GEO{number:09d}", None, True)

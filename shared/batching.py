@@ -195,11 +195,10 @@ async def _acknowledge(deliveries: list[AbstractIncomingMessage]) -> None:
     for delivery in deliveries:
         by_channel.setdefault(id(delivery.channel), []).append(delivery)
     for settled in by_channel.values():
-        tags = sorted(d.delivery_tag for d in settled if d.delivery_tag is not None)
-        contiguous = bool(tags) and tags[-1] - tags[0] + 1 == len(tags)
-        if contiguous:
-            last = max(settled, key=lambda d: d.delivery_tag or 0)
-            await last.ack(multiple=True)
+        settled.sort(key=lambda d: d.delivery_tag or 0)
+        first, last = settled[0].delivery_tag or 0, settled[-1].delivery_tag or 0
+        if last - first + 1 == len(settled):
+            await settled[-1].ack(multiple=True)
         else:
             for delivery in settled:
                 await delivery.ack()

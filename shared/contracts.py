@@ -74,6 +74,10 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+def _is_blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
 class LenientPayload(Payload):
     """A payload that mirrors Lengow's JSON, where an empty string means "no value"."""
 
@@ -81,12 +85,8 @@ class LenientPayload(Payload):
     @classmethod
     def _empty_strings_are_missing(cls, value: Any) -> Any:
         # Most objects have no blank text: they are passed on as they are, without a copy.
-        if isinstance(value, dict) and any(
-            isinstance(v, str) and not v.strip() for v in value.values()
-        ):
-            return {
-                k: (None if isinstance(v, str) and not v.strip() else v) for k, v in value.items()
-            }
+        if isinstance(value, dict) and any(_is_blank(v) for v in value.values()):
+            return {k: (None if _is_blank(v) else v) for k, v in value.items()}
         return value
 
 
@@ -347,10 +347,6 @@ def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) 
         causation_id=str(cause.id),
         data=data,
     )
-
-
-def _none_if_blank(value: Any) -> Any:
-    return None if isinstance(value, str) and not value.strip() else value
 
 
 #: The payload of each event, for consumers and for the AsyncAPI document.

@@ -10,6 +10,8 @@ import asyncpg
 from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker
 
+from shared.amqp import AmqpPublisher
+from shared.messaging import OutboxRelay
 from shared.observability import (
     OpsServer,
     broker_check,
@@ -28,6 +30,20 @@ def service_broker(service: str, settings: ServiceSettings) -> RabbitBroker:
         # One line per message received/processed is for debugging, not for production.
         log_level=logging.DEBUG,
         middlewares=[prometheus_middleware(service)],
+    )
+
+
+async def outbox_relay(
+    pool: asyncpg.Pool, publisher: AmqpPublisher, settings: ServiceSettings
+) -> OutboxRelay:
+    """Connect the service's publisher and give it the outbox relay (which publishes once
+    started)."""
+    await publisher.connect()
+    return OutboxRelay(
+        pool,
+        publisher,
+        poll_interval=settings.outbox_poll_interval,
+        batch_size=settings.outbox_batch_size,
     )
 
 

@@ -48,6 +48,15 @@ async def delete_queues(url: str, *names: str) -> None:
             await channel.queue_delete(name)
 
 
+async def queue_depth(url: str, queue: str) -> int:
+    """Messages ready in ``queue`` (not those handed to a consumer and not yet settled)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
 async def dead_letters(url: str, queue: str) -> list[AbstractIncomingMessage]:
     """Everything waiting in ``queue`` (acknowledged, so it is read once)."""
     found: list[AbstractIncomingMessage] = []

@@ -15,7 +15,7 @@ from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
-from shared.service import service_app, service_broker, service_ops
+from shared.service import outbox_relay, service_app, service_broker, service_ops
 from shared.topology import EVENTS, consumer_queue, declare_topology, document_events
 
 log = get_logger("services.notifier")
@@ -80,13 +80,7 @@ class Notifier:
         schema = self.settings.notifier_db_schema
         await migrate_dsn(dsn, schema, "services.notifier")
         self._pool = await create_pool(dsn, schema, max_size=self.settings.notifier_db_pool_size)
-        await self.publisher.connect()
-        self._relay = OutboxRelay(
-            self._pool,
-            self.publisher,
-            poll_interval=self.settings.outbox_poll_interval,
-            batch_size=self.settings.outbox_batch_size,
-        )
+        self._relay = await outbox_relay(self._pool, self.publisher, self.settings)
         self._service = InvoiceService(
             self.settings,
             self._pool,

@@ -124,18 +124,16 @@ class InvoiceMailer:
         """Deliver on a session kept from an earlier email when one is free, else on a new
         one. A kept session that the server has closed meanwhile is replaced once."""
         async with self._sessions:
-            client = self._take_idle()
-            if client is not None:
-                try:
-                    await self._send_on(client, message)
-                    return
-                except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
-                    # Dropped while idle: the server never took this email; try a new session.
-                    pass
-            client = await self._connect()
             try:
-                await self._send_on(client, message)
-            except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError) as exc:
+                client = self._take_idle()
+                if client is not None:
+                    try:
+                        await self._send_on(client, message)
+                        return
+                    except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
+                        pass  # dropped while idle: the server never took this email
+                await self._send_on(await self._connect(), message)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 raise self._sorted(exc) from None
 
     async def close(self) -> None:
@@ -170,21 +168,15 @@ class InvoiceMailer:
         )
         try:
             await client.connect()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        except BaseException:
             client.close()
-            raise self._sorted(exc) from None
+            raise
         return client
 
     async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> None:
         """Send, then keep the session for the next email; on any failure, drop it."""
         try:
             await client.send_message(message)
-        except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
-            client.close()
-            raise
-        except aiosmtplib.SMTPException as exc:
-            client.close()
-            raise self._sorted(exc) from None
         except BaseException:
             client.close()
             raise

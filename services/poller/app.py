@@ -23,7 +23,7 @@ from shared.contracts import Envelope, EventType, OrderActionRequested, SyncOrde
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
-from shared.service import service_app, service_broker, service_ops
+from shared.service import outbox_relay, service_app, service_broker, service_ops
 from shared.topology import (
     COMMANDS,
     EVENTS,
@@ -131,13 +131,7 @@ class Poller:
         }
         polls = PollerRepository(self._pool)
         self._sync = OrderSync(settings, polls, self._clients, self.publish)
-        await self.publisher.connect()
-        self._relay = OutboxRelay(
-            self._pool,
-            self.publisher,
-            poll_interval=settings.outbox_poll_interval,
-            batch_size=settings.outbox_batch_size,
-        )
+        self._relay = await outbox_relay(self._pool, self.publisher, settings)
         self._gateway = ActionGateway(settings, self._pool, polls, self._clients, self._relay.wake)
 
     async def started(self) -> None:

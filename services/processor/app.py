@@ -21,7 +21,7 @@ from shared.messaging import Consumer, OutboxRelay, raw_body
 from shared.observability import (
     refresh_outbox_metrics,
 )
-from shared.service import service_app, service_broker, service_ops
+from shared.service import outbox_relay, service_app, service_broker, service_ops
 from shared.settings import ServiceSettings
 from shared.topology import (
     COMMANDS,
@@ -141,13 +141,7 @@ class Processor:
         schema = self.settings.processor_db_schema
         await migrate_dsn(dsn, schema, "services.processor")
         self._pool = await create_pool(dsn, schema, max_size=self.settings.processor_db_pool_size)
-        await self.publisher.connect()
-        self._relay = OutboxRelay(
-            self._pool,
-            self.publisher,
-            poll_interval=self.settings.outbox_poll_interval,
-            batch_size=self.settings.outbox_batch_size,
-        )
+        self._relay = await outbox_relay(self._pool, self.publisher, self.settings)
 
     async def started(self) -> None:
         await declare_topology(self.broker)

@@ -107,7 +107,7 @@ class OrderRepository:
                 shipment_announced = excluded.shipment_announced,
                 updated_at = now()
             """,
-            *(list(column) for column in zip(*rows, strict=True)),
+            *_columns(rows),
         )
 
     async def add_transitions(self, transitions: list[Transition]) -> None:
@@ -133,8 +133,13 @@ class OrderRepository:
             " to_status, kind, cause, observed_at, message_id, reason, command_id)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
             " $6::text[], $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])",
-            *(list(column) for column in zip(*rows, strict=True)),
+            *_columns(rows),
         )
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows turned into one list per column: what ``unnest`` takes, one array per column."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.processor.app import Processor
-from tests.bus import publish, recording
+from tests.bus import publish, queue_depth, recording
 from tests.factories import encode, envelope, order_snapshot
 
 pytestmark = pytest.mark.integration
@@ -111,11 +111,7 @@ def bad_commands(draw: st.DrawFn) -> tuple[str, bytes]:
 
 
 async def dead_letter_count(amqp_url: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue("processor.order-changed.dlq", passive=True)
-        return queue.declaration_result.message_count or 0
+    return await queue_depth(amqp_url, "processor.order-changed.dlq")
 
 
 @pytest.mark.timeout(600)

@@ -48,6 +48,17 @@ async def invoices(database_url: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def first_error(database_url: str) -> list[asyncpg.Record]:
+    """The invoices once the first one has an error recorded (or after 5 s)."""
+    rows: list[asyncpg.Record] = []
+    for _ in range(50):
+        rows = await invoices(database_url)
+        if rows and rows[0]["last_error"]:
+            break
+        await asyncio.sleep(0.1)
+    return rows
+
+
 async def quiet(database_url: str, notifier: Notifier, done: int) -> list[asyncpg.Record]:
     """Wait until ``done`` invoices are sent or failed and their events published."""
     rows: list[asyncpg.Record] = []
@@ -160,11 +171,7 @@ async def test_smtp_down_then_up_delivers_once_it_is_back(
     smtp_sink.stop()
     notifier = await notifier_factory()
     await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
-    for _ in range(50):
-        rows = await invoices(database_url)
-        if rows and rows[0]["last_error"]:
-            break
-        await asyncio.sleep(0.1)
+    rows = await first_error(database_url)
     assert rows[0]["email_status"] == "pending"
     assert "unreachable" in rows[0]["last_error"]
     smtp_sink.start()
@@ -234,11 +241,7 @@ async def test_attempt_in_doubt_is_resent_with_the_same_message_id(
     notifier = await notifier_factory()
     smtp_sink.stop()
     await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
-    for _ in range(50):
-        rows = await invoices(database_url)
-        if rows and rows[0]["last_error"]:
-            break
-        await asyncio.sleep(0.1)
+    await first_error(database_url)
     # The state a crash mid-send leaves behind: the attempt recorded, no worker holding it.
     conn = await asyncpg.connect(database_url)
     await conn.execute("UPDATE notifier.invoices SET email_status = 'sending', last_error = NULL")

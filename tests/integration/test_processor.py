@@ -6,12 +6,11 @@ import asyncio
 import json
 import uuid
 
-import aio_pika
 import asyncpg
 import pytest
 
 from services.processor.app import Processor
-from tests.bus import dead_letters, publish, recording
+from tests.bus import dead_letters, publish, queue_depth, recording
 from tests.factories import encode, envelope, order_snapshot
 
 pytestmark = pytest.mark.integration
@@ -231,14 +230,6 @@ async def test_failure_while_handling_is_retried_not_lost(
     await settle(processor, db, 1)
     assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_acceptance"
     assert await dead_letters(amqp_url, "processor.order-changed.dlq") == []
-
-
-async def queue_depth(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
 
 
 async def test_one_failing_delivery_does_not_hold_back_its_batch(
