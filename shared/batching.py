@@ -4,8 +4,11 @@ deliveries.
 Why not a FastStream subscriber: on this machine an empty FastStream handler settles about
 2,200 messages/s where aio-pika alone settles 5,600; the framework's per-message machinery
 would cost more than the whole handling of an order snapshot. So the one queue that carries
-the bulk of the traffic (``order.changed``) is consumed here, on aio-pika directly; the other
-queues keep their FastStream subscribers.
+the bulk of the traffic (``order.changed``) is consumed here; the other queues keep their
+FastStream subscribers. aio-pika keeps the connection and the channel (reconnecting and
+declaring the queue again after an outage); deliveries are taken from the AMQP channel
+underneath, as aiormq hands them over: wrapping each one in an aio-pika message, in a task
+of its own, cost a third of the time of consuming (measured: 69 µs a delivery against 46).
 
 Deliveries gather while a batch is being handled and the next batch takes all of them (up to
 ``max_batch``): a quiet queue sees batches of one and no added wait, a busy one large batches.
@@ -29,9 +32,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import aio_pika
+import aiormq
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.message import IncomingMessage
+from aiormq.abc import DeliveredMessage
 from faststream.rabbit import RabbitQueue
+from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from shared.amqp import AmqpPublisher
@@ -65,37 +72,68 @@ class BatchConsumer(Generic[ModelT]):
         self._prefetch = prefetch
         self._max_batch = max_batch
         self._retry_delay = retry_delay
-        self._waiting: list[AbstractIncomingMessage] = []
+        self._waiting: list[DeliveredMessage] = []
         self._arrived = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
-        self._consuming: tuple[AbstractQueue, str] | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._consuming: tuple[aiormq.abc.AbstractChannel, str] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._resume: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
     async def start(self) -> None:
         """Consume; the queue must exist (``declare_topology``)."""
         self._connection = await aio_pika.connect_robust(self._url)
-        channel = await self._connection.channel()
+        self._channel = channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
         # Declared as ``declare_topology`` declares it, so that a reconnection can restore it.
-        queue = await channel.declare_queue(
-            self._queue.name, durable=True, arguments=self._queue.arguments
-        )
+        await channel.declare_queue(self._queue.name, durable=True, arguments=self._queue.arguments)
         # A context of its own: log lines of the batches do not inherit the caller's context.
         self._worker = asyncio.create_task(
             self._run(), name=f"batch-consumer:{self._queue.name}", context=contextvars.Context()
         )
-        self._consuming = (queue, await queue.consume(self._receive))
+        # aio-pika reopens the channel after an outage (QoS and queue restored), then this
+        # consumes again.
+        channel.reopen_callbacks.add(self._consume)
+        await self._consume()
+
+    async def _consume(self, *_: object) -> None:
+        assert self._channel is not None
+        channel = await self._channel.get_underlay_channel()
+        channel.on_consumer_cancel_callbacks.add(self._cancelled_by_broker)
+        ok = await channel.basic_consume(self._queue.name, self._receive)
+        assert ok.consumer_tag is not None
+        self._consuming = (channel, ok.consumer_tag)
+
+    def _cancelled_by_broker(self, frame: Basic.Cancel) -> None:
+        """The queue was deleted under the consumer: consume again. While the queue is
+        missing that fails and closes the channel, which aio-pika reopens, declaring the
+        queue again, and then this consumes."""
+        if self._consuming is not None and self._consuming[1] == frame.consumer_tag:
+            log.error("batch.consumer_cancelled_by_broker", queue=self._queue.name)
+            self._consuming = None
+            # Not awaited here: this runs in the channel's reader, which must read the answer.
+            self._resume = asyncio.create_task(self._consume_again())
+
+    async def _consume_again(self) -> None:
+        try:
+            await self._consume()
+        except Exception as error:
+            log.warning("batch.consume_again_failed", queue=self._queue.name, error=str(error))
 
     async def stop(self) -> None:
         """Stop receiving, finish the batch in hand; what was not handled goes back to the
         queue when the connection closes."""
+        if self._channel is not None:
+            self._channel.reopen_callbacks.discard(self._consume)
+        if self._resume is not None:
+            self._resume.cancel()
         if self._consuming is not None:
-            queue, tag = self._consuming
-            with contextlib.suppress(Exception):
-                await queue.cancel(tag)
+            channel, tag = self._consuming
             self._consuming = None
+            with contextlib.suppress(Exception):
+                await channel.basic_cancel(tag)
         if self._worker is not None:
             await self._idle.wait()
             self._worker.cancel()
@@ -104,10 +142,10 @@ class BatchConsumer(Generic[ModelT]):
             self._worker = None
         if self._connection is not None:
             await self._connection.close()
-            self._connection = None
+            self._connection = self._channel = None
         self._waiting.clear()
 
-    async def _receive(self, message: AbstractIncomingMessage) -> None:
+    async def _receive(self, message: DeliveredMessage) -> None:
         self._waiting.append(message)
         self._arrived.set()
 
@@ -128,18 +166,18 @@ class BatchConsumer(Generic[ModelT]):
             finally:
                 self._idle.set()
 
-    async def _settle(self, deliveries: list[AbstractIncomingMessage]) -> None:
+    async def _settle(self, deliveries: list[DeliveredMessage]) -> None:
         BATCH_SIZE.labels(self._queue.name).observe(len(deliveries))
         structlog.contextvars.bind_contextvars(queue=self._queue.name)
-        done: list[AbstractIncomingMessage] = []
-        parsed: list[tuple[AbstractIncomingMessage, ModelT]] = []
+        done: list[DeliveredMessage] = []
+        parsed: list[tuple[DeliveredMessage, ModelT]] = []
         for delivery in deliveries:
             try:
                 parsed.append((delivery, parse_envelope(delivery.body, self._model)))
             except UnprocessableMessageError as unprocessable:
                 await self._refuse(delivery, str(unprocessable))
                 done.append(delivery)
-        failed: list[AbstractIncomingMessage] = []
+        failed: list[DeliveredMessage] = []
         if parsed:
             try:
                 await self._handle([item for _, item in parsed])
@@ -160,18 +198,20 @@ class BatchConsumer(Generic[ModelT]):
         if failed:
             await asyncio.sleep(self._retry_delay)
             for delivery in failed:
-                await delivery.nack(requeue=True)
+                await delivery.channel.basic_nack(_tag(delivery), requeue=True)
         await _acknowledge(done)
 
-    async def _refuse(self, delivery: AbstractIncomingMessage, reason: str) -> None:
-        await dead_letter(self._publisher, self._queue.name, delivery, reason)
+    async def _refuse(self, delivery: DeliveredMessage, reason: str) -> None:
+        # Rare: the aio-pika message, which reads the properties, is built only here.
+        message = IncomingMessage(delivery, no_ack=False)
+        await dead_letter(self._publisher, self._queue.name, message, reason)
 
     async def _failed(
         self,
-        delivery: AbstractIncomingMessage,
+        delivery: DeliveredMessage,
         error: Exception,
-        done: list[AbstractIncomingMessage],
-        failed: list[AbstractIncomingMessage],
+        done: list[DeliveredMessage],
+        failed: list[DeliveredMessage],
     ) -> None:
         """Sort one delivery whose handling raised: refused for good, or to be retried."""
         if isinstance(error, UnprocessableMessageError):
@@ -180,25 +220,32 @@ class BatchConsumer(Generic[ModelT]):
             return
         log.error(
             "message.failed",
-            delivery_message_id=delivery.message_id,
+            delivery_message_id=delivery.header.properties.message_id,
             retry_in_seconds=self._retry_delay,
             exc_info=error,
         )
         failed.append(delivery)
 
 
-async def _acknowledge(deliveries: list[AbstractIncomingMessage]) -> None:
+async def _acknowledge(deliveries: list[DeliveredMessage]) -> None:
     """One ``basic.ack multiple`` per channel when the channel's deliveries up to the last
     one are all settled here (the usual case: one worker takes them in order); otherwise one
     acknowledgement each."""
-    by_channel: dict[int, list[AbstractIncomingMessage]] = {}
+    by_channel: dict[int, list[DeliveredMessage]] = {}
     for delivery in deliveries:
         by_channel.setdefault(id(delivery.channel), []).append(delivery)
     for settled in by_channel.values():
-        settled.sort(key=lambda d: d.delivery_tag or 0)
-        first, last = settled[0].delivery_tag or 0, settled[-1].delivery_tag or 0
+        settled.sort(key=_tag)
+        first, last = _tag(settled[0]), _tag(settled[-1])
+        channel = settled[0].channel
         if last - first + 1 == len(settled):
-            await settled[-1].ack(multiple=True)
+            await channel.basic_ack(last, multiple=True)
         else:
             for delivery in settled:
-                await delivery.ack()
+                await channel.basic_ack(_tag(delivery))
+
+
+def _tag(delivery: DeliveredMessage) -> int:
+    tag = delivery.delivery_tag
+    assert tag is not None, "a consumed delivery has a tag"
+    return tag

@@ -84,9 +84,12 @@ class LenientPayload(Payload):
     @model_validator(mode="before")
     @classmethod
     def _empty_strings_are_missing(cls, value: Any) -> Any:
-        # Most objects have no blank text: they are passed on as they are, without a copy.
-        if isinstance(value, dict) and any(_is_blank(v) for v in value.values()):
-            return {k: (None if _is_blank(v) else v) for k, v in value.items()}
+        # Runs for every object of every order: a plain loop, and most objects, having no
+        # blank text, are passed on as they are, without a copy.
+        if isinstance(value, dict):
+            for item in value.values():
+                if item.__class__ is str and not item.strip():
+                    return {k: (None if _is_blank(v) else v) for k, v in value.items()}
         return value
 
 

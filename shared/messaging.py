@@ -17,7 +17,7 @@ from faststream.rabbit import RabbitQueue
 from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
-from shared.amqp import AmqpPublisher
+from shared.amqp import AmqpPublisher, Outgoing
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
@@ -163,8 +163,8 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # Confirms are awaited together; a failure aborts the batch and nothing is marked.
-            await asyncio.gather(*(self._publish(row) for row in rows))
+            # One write, every confirm awaited; a failure aborts the batch and nothing is marked.
+            await self._publisher.publish_many([_outgoing(row) for row in rows])
             await conn.execute(
                 "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],
@@ -172,21 +172,22 @@ class OutboxRelay:
         self.published += len(rows)
         return len(rows)
 
-    async def _publish(self, row: asyncpg.Record) -> None:
-        await self._publisher.publish(
-            row["exchange"],
-            row["routing_key"],
-            bytes(row["body"]),
-            message_id=str(row["message_id"]),
-            correlation_id=row["correlation_id"],
-            reply_to=row["reply_to"],
-        )
-
     async def pending(self) -> int:
         count: int = await self._pool.fetchval(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL"
         )
         return count
+
+
+def _outgoing(row: asyncpg.Record) -> Outgoing:
+    return Outgoing(
+        row["exchange"],
+        row["routing_key"],
+        bytes(row["body"]),
+        message_id=str(row["message_id"]),
+        correlation_id=row["correlation_id"],
+        reply_to=row["reply_to"],
+    )
 
 
 class UnprocessableMessageError(Exception):

@@ -271,7 +271,7 @@ class InvoiceRenderer:
             for (_, column_width, align), cell in zip(columns, values, strict=True):
                 text = (
                     cell
-                    if pdf.get_string_width(cell) < column_width - 3
+                    if _width(pdf, cell) < column_width - 3
                     else _shorten(pdf, cell, column_width - 5)
                 )
                 _box(pdf, x, y, column_width, 7.5, f" {text} ", align, fill=index % 2 == 1)
@@ -333,7 +333,7 @@ class InvoiceRenderer:
                 shipped += f" ({labels['tracking']} {invoice.tracking_number})"
             notes.append(shipped + ".")
         for note in notes:
-            if pdf.get_string_width(note) <= width - 2 * pdf.c_margin:
+            if _width(pdf, note) <= width - 2 * pdf.c_margin:
                 _box(pdf, left, y, width, 5, note)
                 y += 5
             else:  # rare: a long carrier name or tracking number wraps
@@ -381,12 +381,21 @@ def _box(
     if not text:
         return
     if align == "R":
-        x += width - pdf.c_margin - pdf.get_string_width(text)
+        x += width - pdf.c_margin - _width(pdf, text)
     elif align == "C":
-        x += (width - pdf.get_string_width(text)) / 2
+        x += (width - _width(pdf, text)) / 2
     else:
         x += pdf.c_margin
     pdf.text(x, y + 0.5 * height + 0.3 * pdf.font_size, text)
+
+
+def _width(pdf: FPDF, text: str) -> float:
+    """``FPDF.get_string_width`` of one run of plain text in the current font (these invoices
+    use no markdown, character spacing or stretching): the same figure, without first
+    splitting the text into styled fragments, which cost more than placing the text."""
+    assert pdf.current_font is not None, "a font is set before any text"
+    _, points = pdf.current_font.get_text_width(pdf.normalize_text(text), pdf.font_size_pt, None)
+    return points / pdf.k
 
 
 def _in_cp1252(text: str) -> bool:
@@ -418,7 +427,7 @@ def _texts(invoice: Invoice) -> list[str]:
 
 
 def _shorten(pdf: FPDF, text: str, width: float) -> str:
-    while text and pdf.get_string_width(text + "…") > width:
+    while text and _width(pdf, text + "…") > width:
         text = text[:-1]
     return text + "…"
 
