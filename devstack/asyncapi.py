@@ -26,11 +26,13 @@ and on the AMQP reply_to queue when one is given."""
 def document() -> str:
     # Building the services connects to nothing; only their brokers' declarations are read.
     processor = Processor(ProcessorSettings())
+    notifier = Notifier(NotifierSettings())
     brokers = [
         processor.broker,
         processor.described,
         Poller(PollerSettings()).broker,
-        Notifier(NotifierSettings()).broker,
+        notifier.broker,
+        notifier.described,
     ]
     specification = AsyncAPI(
         *brokers, title="lengow-orders", version="1.0.0", description=DESCRIPTION

@@ -7,6 +7,8 @@ cannot handle goes, with its reason, to ``<queue>.dlq`` through ``orders.dead-le
 
 from __future__ import annotations
 
+from typing import Any
+
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.contracts import EVENT_MODELS, Envelope, EventType
@@ -77,3 +79,25 @@ def document_events(broker: RabbitBroker, *events: EventType) -> None:
             schema=Envelope[EVENT_MODELS[event]],  # type: ignore[valid-type]
             description=f"{event.value} on {EVENTS.name}, routing key {event.value}.",
         )
+
+
+def described_consumer(
+    url: str,
+    queue: RabbitQueue,
+    exchange: RabbitExchange,
+    model: type[Envelope[Any]],
+    *,
+    title: str,
+    description: str,
+) -> RabbitBroker:
+    """A broker that never connects, describing for the AsyncAPI document a queue consumed by
+    a :mod:`shared.consumers` consumer rather than by a FastStream subscriber."""
+    described = RabbitBroker(url)
+
+    async def documented(envelope: Any) -> None:
+        raise NotImplementedError(f"documentation only: {title} is consumed by shared.consumers")
+
+    # FastStream reads the payload's schema from the handler's annotation.
+    documented.__annotations__ = {"envelope": model, "return": None}
+    described.subscriber(queue, exchange, title=title, description=description)(documented)
+    return described

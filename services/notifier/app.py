@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncpg
-from faststream import AckPolicy, FastStream
-from faststream.rabbit.annotations import RabbitMessage
+from faststream import FastStream
 
 from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
 from shared.amqp import AmqpPublisher
+from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.messaging import OutboxRelay
 from shared.service import outbox_relay, service_app, service_broker, service_ops
-from shared.topology import EVENTS, consumer_queue, declare_topology, document_events
+from shared.topology import (
+    EVENTS,
+    consumer_queue,
+    declare_topology,
+    described_consumer,
+    document_events,
+)
 
 log = get_logger("services.notifier")
 
@@ -41,21 +47,25 @@ class Notifier:
         self.ops = service_ops(
             "notifier", settings, settings.notifier_ops_port, self.broker, lambda: self.pool
         )
-        consumer = Consumer(
-            self.publisher, self.order_shipped_queue, retry_delay=settings.retry_delay
+        # The bulk of the notifier's traffic: consumed on aiormq's channel directly (see
+        # shared/consumers.py), each invoice on its own, up to PREFETCH_COUNT at once.
+        self.orders_shipped = ConcurrentConsumer(
+            settings.amqp_url.get_secret_value(),
+            self.order_shipped_queue,
+            Envelope[OrderShipped],
+            lambda envelope: self.service.on_order_shipped(envelope),
+            self.publisher,
+            prefetch=settings.prefetch_count,
+            retry_delay=settings.retry_delay,
         )
-
-        @self.broker.subscriber(
+        self.described = described_consumer(
+            settings.amqp_url.get_secret_value(),
             self.order_shipped_queue,
             EVENTS,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,  # answers go through the outbox, never as a framework reply
-            decoder=raw_body,
+            Envelope[OrderShipped],
             title="notifier.order-shipped",
             description="Issues the customer's invoice and emails it, once per order.",
         )
-        async def on_order_shipped(message: RabbitMessage) -> None:
-            await consumer.run(message, Envelope[OrderShipped], self.service.on_order_shipped)
 
     @property
     def service(self) -> InvoiceService:
@@ -92,6 +102,7 @@ class Notifier:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        await self.orders_shipped.start()
         await self.ops.start()
         if set(self.settings.seller_siren) <= {"0"}:
             log.warning(
@@ -107,6 +118,7 @@ class Notifier:
 
     async def close(self) -> None:
         await self.ops.stop()
+        await self.orders_shipped.stop()
         await self.mailer.close()
         if self._relay is not None:
             await self._relay.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 from faststream import AckPolicy, FastStream
-from faststream.rabbit import RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
@@ -13,7 +12,7 @@ from services.processor.handlers import CommandHandler, handle_order_changes, re
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
 from shared.amqp import AmqpPublisher
-from shared.batching import BatchConsumer
+from shared.consumers import BatchConsumer
 from shared.contracts import Envelope, EventType, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
@@ -28,6 +27,7 @@ from shared.topology import (
     EVENTS,
     consumer_queue,
     declare_topology,
+    described_consumer,
     document_events,
 )
 
@@ -67,7 +67,7 @@ class Processor:
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
-        # The bulk of the traffic: consumed in batches on aio-pika (see shared/batching.py),
+        # The bulk of the traffic: consumed in batches on aio-pika (see shared/consumers.py),
         # twice the batch in flight so that the next batch gathers while one commits.
         self.order_changes = BatchConsumer(
             settings.amqp_url.get_secret_value(),
@@ -79,7 +79,17 @@ class Processor:
             max_batch=settings.processor_batch_size,
             retry_delay=settings.retry_delay,
         )
-        self.described = _describe_order_changed(settings, self.order_changed_queue)
+        self.described = described_consumer(
+            settings.amqp_url.get_secret_value(),
+            self.order_changed_queue,
+            EVENTS,
+            Envelope[OrderSnapshot],
+            title="processor.order-changed",
+            description=(
+                "Applies each observed order snapshot to the order's lifecycle; deliveries are"
+                " committed and acknowledged in batches."
+            ),
+        )
         self.ops = service_ops(
             "processor",
             settings,
@@ -165,26 +175,6 @@ class Processor:
         if self._pool is not None:
             await self._pool.close()
         log.info("processor.stopped")
-
-
-def _describe_order_changed(settings: ProcessorSettings, queue: RabbitQueue) -> RabbitBroker:
-    """A broker that never connects, describing for the AsyncAPI document the queue that the
-    :class:`BatchConsumer` consumes."""
-    described = RabbitBroker(settings.amqp_url.get_secret_value())
-
-    @described.subscriber(
-        queue,
-        EVENTS,
-        title="processor.order-changed",
-        description=(
-            "Applies each observed order snapshot to the order's lifecycle; deliveries are"
-            " committed and acknowledged in batches."
-        ),
-    )
-    async def on_order_changed(envelope: Envelope[OrderSnapshot]) -> None:
-        raise NotImplementedError("documentation only: shared.batching.BatchConsumer consumes")
-
-    return described
 
 
 def create_app(settings: ProcessorSettings | None = None) -> FastStream:

@@ -15,7 +15,7 @@ from pypdf import PdfReader
 from services.notifier.app import Notifier
 from services.notifier.archive import fetch_invoice
 from shared.contracts import OrderRef, OrderShipped
-from tests.bus import publish, recording
+from tests.bus import dead_letters, publish, recording
 from tests.conftest import SmtpSink
 from tests.factories import encode, envelope, order_shipped
 
@@ -315,3 +315,25 @@ async def test_one_smtp_session_carries_several_emails_and_a_dropped_one_is_repl
     await mailer.close()
     assert [m["Message-ID"] for m in smtp_sink.messages()] == [f"<{n}@x>" for n in range(1, 7)]
     assert len(smtp_sink.mails.sessions) == 2
+
+
+async def test_malformed_shipment_is_dead_lettered_and_the_next_one_is_invoiced(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    notifier = await notifier_factory()
+    broken = envelope(order_shipped("BROKEN"), "order.shipped")
+    del broken["data"]["shipped_at"]
+    await publish_shipped(amqp_url, broken)
+    await publish(amqp_url, "orders.events", "order.shipped", b"\xff not json")
+    await publish_shipped(amqp_url, envelope(order_shipped("GOOD"), "order.shipped"))
+
+    [mail] = await wait_for_mails(smtp_sink, 1)
+    [row] = await quiet(database_url, notifier, 1)
+    assert row["marketplace_order_id"] == "GOOD"
+    assert "GOOD" in mail["Subject"]
+    refused = await dead_letters(amqp_url, "notifier.order-shipped.dlq")
+    reasons = sorted(str((m.headers or {})["x-rejection-reason"]) for m in refused)
+    assert reasons == [
+        "invalid message: body: Invalid JSON: expected value at line 1 column 1",
+        "invalid message: data.shipped_at: Field required",
+    ]
