@@ -108,6 +108,11 @@ class QueueConsumer:
             await self._connection.close()
             self._connection = self._channel = None
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the broker is handing this consumer deliveries."""
+        return self._consuming is not None
+
     async def _receive(self, message: DeliveredMessage) -> None:
         raise NotImplementedError
 

@@ -8,9 +8,11 @@ import uuid
 
 import asyncpg
 import pytest
+from faststream.rabbit import RabbitBroker
 
 from services.processor.app import Processor
-from tests.bus import dead_letters, publish, queue_depth, recording
+from shared.topology import declare_topology
+from tests.bus import dead_letters, delete_queues, publish, queue_depth, recording
 from tests.factories import encode, envelope, order_snapshot
 
 pytestmark = pytest.mark.integration
@@ -280,3 +282,23 @@ async def test_one_failing_delivery_does_not_hold_back_its_batch(
     await processor.order_changes.stop()
     assert await queue_depth(amqp_url, "processor.order-changed") == 0
     assert await db.fetchval("SELECT count(*) FROM inbox") == len(good)
+
+
+async def test_consumer_comes_back_after_its_queue_is_deleted(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """An operator deletes the queue under the running processor; once the topology is
+    declared again (any service's start does it), the processor consumes again."""
+    await publish_order(amqp_url, envelope(order_snapshot(status="waiting_acceptance")))
+    await settle(processor, db, 1)
+    await delete_queues(amqp_url, "processor.order-changed")
+    await asyncio.sleep(0.5)  # the broker cancels the consumer
+    async with RabbitBroker(amqp_url) as starting_service:
+        await declare_topology(starting_service)
+    for _ in range(100):
+        if processor.order_changes.consuming:
+            break
+        await asyncio.sleep(0.1)
+    await publish_order(amqp_url, envelope(order_snapshot(status="waiting_shipment", minutes=1)))
+    await settle(processor, db, 2)
+    assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_shipment"
