@@ -14,8 +14,9 @@ Each delivery is settled as :class:`shared.messaging.Consumer` settles one:
 - handled: acknowledged;
 - malformed or refused (:class:`UnprocessableMessageError`): dead-lettered with its reason,
   then acknowledged;
-- failed otherwise (database, broker or mail server away): handed back after
-  ``retry_delay``; the broker dead-letters it after the queue's delivery limit.
+- not yet possible (:class:`shared.messaging.RetryLaterError`) or failed otherwise
+  (database, broker or mail server away): handed back after ``retry_delay``; the broker
+  dead-letters it after the queue's delivery limit.
 
 :class:`BatchConsumer` handles deliveries in batches (one transaction, one acknowledgement);
 :class:`ConcurrentConsumer` handles each delivery on its own, up to the prefetch at once.
@@ -46,6 +47,7 @@ from shared.messaging import (
     UnprocessableMessageError,
     bind_envelope,
     dead_letter,
+    log_failure,
     parse_envelope,
 )
 from shared.observability import BATCH_SIZE
@@ -149,11 +151,8 @@ class QueueConsumer:
         await dead_letter(self._publisher, self._queue.name, message, reason)
 
     def _log_failure(self, delivery: DeliveredMessage, error: Exception) -> None:
-        log.error(
-            "message.failed",
-            delivery_message_id=delivery.header.properties.message_id,
-            retry_in_seconds=self._retry_delay,
-            exc_info=error,
+        log_failure(
+            error, self._retry_delay, delivery_message_id=delivery.header.properties.message_id
         )
 
 

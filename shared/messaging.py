@@ -194,6 +194,22 @@ class UnprocessableMessageError(Exception):
     """Raised by a handler for a message that can never succeed: it is dead-lettered."""
 
 
+class RetryLaterError(Exception):
+    """Raised by a handler for a message it cannot handle yet, for an expected reason (another
+    worker holds the same order): handed back after the retry delay, without alarm."""
+
+
+def log_failure(error: Exception, retry_in_seconds: float, **context: Any) -> None:
+    """How a delivery handed back for a retry is logged: an expected wait as info, anything
+    else as an error with its traceback."""
+    if isinstance(error, RetryLaterError):
+        log.info(
+            "message.retry_later", reason=str(error), retry_in_seconds=retry_in_seconds, **context
+        )
+    else:
+        log.error("message.failed", retry_in_seconds=retry_in_seconds, exc_info=error, **context)
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     problems = [
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
@@ -243,7 +259,8 @@ class Consumer:
     - handled: acknowledged;
     - malformed or refused (:class:`UnprocessableMessageError`): published with its reason to
       ``<queue>.dlq``, then acknowledged, so the consumer moves on;
-    - failed otherwise (database or broker away): handed back after ``retry_delay`` for a
+    - not yet possible (:class:`RetryLaterError`) or failed otherwise (database or broker
+      away): handed back after ``retry_delay`` for a
       redelivery; the broker dead-letters it after the queue's delivery limit.
     """
 
@@ -281,8 +298,8 @@ class Consumer:
         except UnprocessableMessageError as unprocessable:
             await self.dead_letter(message, str(unprocessable))
             await message.ack()
-        except Exception:
-            log.exception("message.failed", retry_in_seconds=self._retry_delay)
+        except Exception as error:
+            log_failure(error, self._retry_delay)
             await asyncio.sleep(self._retry_delay)
             await message.nack(requeue=True)
         else:

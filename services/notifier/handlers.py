@@ -41,6 +41,7 @@ from shared.contracts import (
 )
 from shared.database import Connection
 from shared.logging import get_logger
+from shared.messaging import RetryLaterError
 from shared.topology import EVENTS
 
 SOURCE = "notifier"
@@ -49,7 +50,7 @@ INVOICE_TIMEZONE = ZoneInfo("Europe/Paris")
 log = get_logger(__name__)
 
 
-class InvoiceBusyError(Exception):
+class InvoiceBusyError(RetryLaterError):
     """Another worker is handling this order's invoice right now: try again later."""
 
 
