@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -50,7 +51,7 @@ from shared.messaging import (
     log_failure,
     parse_envelope,
 )
-from shared.observability import BATCH_SIZE
+from shared.observability import BATCH_SIZE, DELIVERY_SECONDS
 
 log = get_logger(__name__)
 
@@ -109,6 +110,10 @@ class QueueConsumer:
         if self._connection is not None:
             await self._connection.close()
             self._connection = self._channel = None
+
+    @property
+    def queue(self) -> str:
+        return self._queue.name
 
     @property
     def consuming(self) -> bool:
@@ -196,18 +201,27 @@ class ConcurrentConsumer(QueueConsumer, Generic[EnvelopeT]):
         structlog.contextvars.bind_contextvars(
             queue=self._queue.name, delivery_message_id=delivery.header.properties.message_id
         )
+        started = time.perf_counter()
+        outcome = "handled"
         try:
             envelope = parse_envelope(delivery.body, self._model)
             bind_envelope(envelope)
             await self._handle(envelope)
         except UnprocessableMessageError as unprocessable:
+            outcome = "dead_lettered"
             await self._refuse(delivery, str(unprocessable))
         except Exception as error:
+            outcome = "retried"
             self._log_failure(delivery, error)
+        finally:
+            DELIVERY_SECONDS.labels(self._queue.name, outcome).observe(
+                time.perf_counter() - started
+            )
+        if outcome == "retried":
             await asyncio.sleep(self._retry_delay)
             await delivery.channel.basic_nack(_tag(delivery), requeue=True)
-            return
-        await delivery.channel.basic_ack(_tag(delivery))
+        else:
+            await delivery.channel.basic_ack(_tag(delivery))
 
     async def _drain(self) -> None:
         await self._settled.wait()

@@ -53,6 +53,23 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
 )
 
+DELIVERY_SECONDS = Histogram(
+    "lengow_orders_delivery_seconds",
+    "Time to handle one delivery of a queue consumed one delivery at a time outside FastStream,"
+    " by outcome (handled, dead_lettered, retried).",
+    ["queue", "outcome"],
+)
+
+
+def consumer_check(consuming: Callable[[], bool], queue: str) -> Check:
+    """Ready only while the broker hands the queue's consumer deliveries."""
+
+    async def check() -> None:
+        if not consuming():
+            raise ConnectionError(f"not consuming {queue}")
+
+    return check
+
 
 def prometheus_middleware(service: str) -> RabbitPrometheusMiddleware:
     return RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)

@@ -13,10 +13,12 @@ from faststream import FastStream
 from faststream.rabbit import Channel, RabbitBroker
 
 from shared.amqp import AmqpPublisher
+from shared.consumers import QueueConsumer
 from shared.messaging import OutboxRelay
 from shared.observability import (
     OpsServer,
     broker_check,
+    consumer_check,
     database_check,
     prometheus_middleware,
     refresh_outbox_metrics,
@@ -56,14 +58,18 @@ def service_ops(
     broker: RabbitBroker,
     pool: Callable[[], asyncpg.Pool],
     refresh: Callable[[], Awaitable[None]] | None = None,
+    consumer: QueueConsumer | None = None,
 ) -> OpsServer:
-    """Health (broker and database reachable) and metrics; by default the refreshed gauges
-    are the outbox's."""
+    """Health (broker and database reachable, and the service's directly consumed queue
+    being consumed) and metrics; by default the refreshed gauges are the outbox's."""
+    checks = {"rabbitmq": broker_check(broker), "postgresql": database_check(pool)}
+    if consumer is not None:
+        checks[consumer.queue] = consumer_check(lambda: consumer.consuming, consumer.queue)
     return OpsServer(
         service,
         settings.ops_host,
         port,
-        checks={"rabbitmq": broker_check(broker), "postgresql": database_check(pool)},
+        checks=checks,
         refresh=refresh or (lambda: refresh_outbox_metrics(pool(), service)),
     )
 

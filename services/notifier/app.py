@@ -44,9 +44,6 @@ class Notifier:
         self._relay: OutboxRelay | None = None
         self._service: InvoiceService | None = None
         self.mailer = InvoiceMailer(settings)
-        self.ops = service_ops(
-            "notifier", settings, settings.notifier_ops_port, self.broker, lambda: self.pool
-        )
         # The bulk of the notifier's traffic: consumed on aiormq's channel directly (see
         # shared/consumers.py), each invoice on its own, up to PREFETCH_COUNT at once.
         self.orders_shipped = ConcurrentConsumer(
@@ -57,6 +54,14 @@ class Notifier:
             self.publisher,
             prefetch=settings.prefetch_count,
             retry_delay=settings.retry_delay,
+        )
+        self.ops = service_ops(
+            "notifier",
+            settings,
+            settings.notifier_ops_port,
+            self.broker,
+            lambda: self.pool,
+            consumer=self.orders_shipped,
         )
         self.described = described_consumer(
             settings.amqp_url.get_secret_value(),

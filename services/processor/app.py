@@ -97,6 +97,7 @@ class Processor:
             self.broker,
             lambda: self.pool,
             self.refresh_metrics,
+            consumer=self.order_changes,
         )
         command_consumer = Consumer(
             self.publisher, self.commands_queue, retry_delay=settings.retry_delay
