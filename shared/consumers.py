@@ -189,8 +189,9 @@ class ConcurrentConsumer(QueueConsumer, Generic[EnvelopeT]):
         try:
             await self._settle(message)
         except Exception:
-            # Only settling itself can fail here (the channel closed): the broker hands the
-            # delivery out again.
+            # Only settling can fail here (the channel closed, or the dead letter could not be
+            # published): the delivery stays unacknowledged, and the broker hands it out again
+            # once the channel closes.
             log.exception("consumer.settle_failed", queue=self._queue.name)
         finally:
             self._in_hand -= 1
@@ -213,10 +214,7 @@ class ConcurrentConsumer(QueueConsumer, Generic[EnvelopeT]):
         except Exception as error:
             outcome = "retried"
             self._log_failure(delivery, error)
-        finally:
-            DELIVERY_SECONDS.labels(self._queue.name, outcome).observe(
-                time.perf_counter() - started
-            )
+        DELIVERY_SECONDS.labels(self._queue.name, outcome).observe(time.perf_counter() - started)
         if outcome == "retried":
             await asyncio.sleep(self._retry_delay)
             await delivery.channel.basic_nack(_tag(delivery), requeue=True)
