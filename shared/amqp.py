@@ -114,23 +114,32 @@ class AmqpPublisher:
         channel = await self._channel.get_underlay_channel()
         assert isinstance(channel, aiormq.Channel), "aio-pika runs on aiormq's channel"
         frames: list[FrameType] = []
-        confirms: list[asyncio.Future[Any]] = []
+        for message in messages:
+            # mandatory=False: an event nobody subscribes to yet is not an error.
+            frames.append(Basic.Publish(exchange=message.exchange, routing_key=message.routing_key))
+            frames.append(
+                ContentHeader(properties=message.properties(), body_size=len(message.body))
+            )
+            body, size = message.body, channel.max_content_size
+            frames.extend(ContentBody(body[i : i + size]) for i in range(0, len(body), size))
+        # Framed before any number is taken: a batch that cannot be framed fails without
+        # disturbing the channel's numbering of confirms.
+        payload = ChannelFrame.marshall(channel.number, frames)
         async with channel.lock:
-            for message in messages:
-                # As basic_publish does: the broker numbers confirms by publish order.
-                channel.delivery_tag += 1
-                confirm = channel.create_future()
-                channel.confirmations[channel.delivery_tag] = confirm
-                confirms.append(confirm)
-                # mandatory=False: an event nobody subscribes to yet is not an error.
-                frames.append(
-                    Basic.Publish(exchange=message.exchange, routing_key=message.routing_key)
-                )
-                frames.append(
-                    ContentHeader(properties=message.properties(), body_size=len(message.body))
-                )
-                body, size = message.body, channel.max_content_size
-                frames.extend(ContentBody(body[i : i + size]) for i in range(0, len(body), size))
-            await channel.write_queue.put(ChannelFrame.marshall(channel.number, frames))
+            # Numbered as basic_publish numbers them: the broker confirms in publish order.
+            first = channel.delivery_tag + 1
+            tags = range(first, first + len(messages))
+            confirms = [channel.create_future() for _ in tags]
+            channel.confirmations.update(zip(tags, confirms, strict=True))
+            channel.delivery_tag = tags[-1]
+            try:
+                await channel.write_queue.put(payload)
+            except BaseException:
+                # Never written: give the numbers back, as basic_publish does.
+                channel.delivery_tag = first - 1
+                for tag, confirm in zip(tags, confirms, strict=True):
+                    channel.confirmations.pop(tag, None)
+                    confirm.cancel()
+                raise
         # A refused message fails its confirm (DeliveryError); a closed channel fails them all.
         await asyncio.gather(*confirms)

@@ -115,3 +115,21 @@ async def test_a_closed_channel_fails_the_batch_and_the_next_one_goes_through(
             await asyncio.sleep(0.1)
     assert [m.message_id for m in await asyncio.wait_for(_drain(queue, 1), 10)] == ["after"]
     await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_a_batch_that_cannot_be_framed_leaves_the_channel_usable(
+    publisher: AmqpPublisher, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    queue = await _queue(channel)
+    unencodable = Outgoing("", queue.name, b"{}", headers={"x-object": object()})
+    with pytest.raises(TypeError):
+        await publisher.publish_many([Outgoing("", queue.name, b"{}"), unencodable])
+
+    # Confirms still match their messages: the next batch is confirmed, and only it arrived.
+    batch = [Outgoing("", queue.name, b"{}", message_id=str(i)) for i in range(3)]
+    await asyncio.wait_for(publisher.publish_many(batch), 10)
+    assert [m.message_id for m in await asyncio.wait_for(_drain(queue, 3), 10)] == ["0", "1", "2"]
+    await asyncio.sleep(0.2)
+    left = await channel.declare_queue(queue.name, passive=True)
+    assert left.declaration_result.message_count == 0
+    await queue.delete(if_unused=False, if_empty=False)
