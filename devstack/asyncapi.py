@@ -29,10 +29,10 @@ def document() -> str:
     notifier = Notifier(NotifierSettings())
     brokers = [
         processor.broker,
-        processor.described,
+        processor.described(),
         Poller(PollerSettings()).broker,
         notifier.broker,
-        notifier.described,
+        notifier.described(),
     ]
     specification = AsyncAPI(
         *brokers, title="lengow-orders", version="1.0.0", description=DESCRIPTION

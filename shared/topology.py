@@ -82,22 +82,17 @@ def document_events(broker: RabbitBroker, *events: EventType) -> None:
 
 
 def described_consumer(
-    url: str,
-    queue: RabbitQueue,
-    exchange: RabbitExchange,
-    model: type[Envelope[Any]],
-    *,
-    title: str,
-    description: str,
+    url: str, queue: RabbitQueue, model: type[Envelope[Any]], description: str
 ) -> RabbitBroker:
     """A broker that never connects, describing for the AsyncAPI document a queue consumed by
     a :mod:`shared.consumers` consumer rather than by a FastStream subscriber."""
     described = RabbitBroker(url)
+    exchange, _, _ = CONSUMERS[queue.name]
 
     async def documented(envelope: Any) -> None:
-        raise NotImplementedError(f"documentation only: {title} is consumed by shared.consumers")
+        raise NotImplementedError(f"documentation only: {queue.name} is consumed directly")
 
     # FastStream reads the payload's schema from the handler's annotation.
     documented.__annotations__ = {"envelope": model, "return": None}
-    described.subscriber(queue, exchange, title=title, description=description)(documented)
+    described.subscriber(queue, exchange, title=queue.name, description=description)(documented)
     return described

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from faststream import FastStream
+from faststream.rabbit import RabbitBroker
 
 from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
@@ -17,7 +18,6 @@ from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
 from shared.service import outbox_relay, service_app, service_broker, service_ops
 from shared.topology import (
-    EVENTS,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -63,13 +63,14 @@ class Notifier:
             lambda: self.pool,
             consumer=self.orders_shipped,
         )
-        self.described = described_consumer(
-            settings.amqp_url.get_secret_value(),
+
+    def described(self) -> RabbitBroker:
+        """For the AsyncAPI document: the queue consumed outside FastStream."""
+        return described_consumer(
+            self.settings.amqp_url.get_secret_value(),
             self.order_shipped_queue,
-            EVENTS,
             Envelope[OrderShipped],
-            title="notifier.order-shipped",
-            description="Issues the customer's invoice and emails it, once per order.",
+            "Issues the customer's invoice and emails it, once per order.",
         )
 
     @property

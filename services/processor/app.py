@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
@@ -24,7 +25,6 @@ from shared.service import outbox_relay, service_app, service_broker, service_op
 from shared.settings import ServiceSettings
 from shared.topology import (
     COMMANDS,
-    EVENTS,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -79,17 +79,6 @@ class Processor:
             max_batch=settings.processor_batch_size,
             retry_delay=settings.retry_delay,
         )
-        self.described = described_consumer(
-            settings.amqp_url.get_secret_value(),
-            self.order_changed_queue,
-            EVENTS,
-            Envelope[OrderSnapshot],
-            title="processor.order-changed",
-            description=(
-                "Applies each observed order snapshot to the order's lifecycle; deliveries are"
-                " committed and acknowledged in batches."
-            ),
-        )
         self.ops = service_ops(
             "processor",
             settings,
@@ -130,6 +119,16 @@ class Processor:
                 )
 
             await command_consumer.run_raw(message, handle)
+
+    def described(self) -> RabbitBroker:
+        """For the AsyncAPI document: the queue consumed outside FastStream."""
+        return described_consumer(
+            self.settings.amqp_url.get_secret_value(),
+            self.order_changed_queue,
+            Envelope[OrderSnapshot],
+            "Applies each observed order snapshot to the order's lifecycle; deliveries are"
+            " committed and acknowledged in batches.",
+        )
 
     @property
     def pool(self) -> asyncpg.Pool:
