@@ -88,7 +88,7 @@ class LenientPayload(Payload):
         # blank text, are passed on as they are, without a copy.
         if isinstance(value, dict):
             for item in value.values():
-                if item.__class__ is str and not item.strip():
+                if _is_blank(item):
                     return {k: (None if _is_blank(v) else v) for k, v in value.items()}
         return value
 
