@@ -290,8 +290,9 @@ class BatchConsumer(QueueConsumer, Generic[ModelT]):
             try:
                 await self._settle(batch)
             except Exception:
-                # Only settling itself can fail here (the channel closed): the broker hands
-                # the unacknowledged deliveries out again.
+                # Only settling can fail here (the channel closed, or a dead letter could not
+                # be published): the deliveries stay unacknowledged, and the broker hands them
+                # out again once the channel closes.
                 log.exception("batch.settle_failed", queue=self._queue.name, size=len(batch))
             finally:
                 self._idle.set()
