@@ -16,7 +16,9 @@ from pathlib import Path
 
 import aio_pika
 import asyncpg
+from faststream.rabbit import RabbitBroker
 
+from shared.topology import declare_topology
 from tests.infrastructure import amqp_server, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,17 @@ async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
         admin = await asyncpg.connect(postgres_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def declare_queues(amqp_url: str) -> None:
+    """Every queue and binding, as the services declare them: a benchmark that publishes
+    before its consumers run must not depend on a service having got that far."""
+    broker = RabbitBroker(amqp_url, logger=None)
+    await broker.connect()
+    try:
+        await declare_topology(broker)
+    finally:
+        await broker.stop()
 
 
 async def delete_queues(amqp_url: str, *names: str) -> None:

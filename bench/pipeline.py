@@ -11,7 +11,7 @@ from typing import Any
 import aio_pika
 import asyncpg
 
-from bench.harness import Service, start_service, wait_until
+from bench.harness import Service, declare_queues, start_service, wait_until
 from sandbox.marketplace import Marketplace
 from tests.factories import encode, envelope
 
@@ -73,7 +73,8 @@ async def processor_rate(
     env = {"AMQP_URL": amqp_url, "DATABASE_URL": database_url, "PROCESSOR_OPS_PORT": "0"}
     first = await start_service("services.processor", env)
     await wait_until(lambda: _has_table(database_url, "processor.orders"), limit=60)
-    await first.stop()  # the queue now exists; fill it while nobody consumes
+    await first.stop()  # the database is migrated; fill the queue while nobody consumes
+    await declare_queues(amqp_url)
     bodies = snapshot_messages(events)
     await publish_all(amqp_url, "orders.events", "order.changed", bodies)
     running = [await start_service("services.processor", env) for _ in range(replicas)]
@@ -212,6 +213,7 @@ async def latency(amqp_url: str, database_url: str, rate: int, seconds: int) -> 
     sent_at: dict[str, float] = {}
     try:
         await wait_until(lambda: _has_table(database_url, "processor.orders"), limit=60)
+        await declare_queues(amqp_url)
         await asyncio.sleep(1.0)
         connection = await aio_pika.connect(amqp_url)
         async with connection:
@@ -291,6 +293,7 @@ async def notifier_rate(
             first = await start_service("services.notifier", env)
             await wait_until(lambda: _has_table(database_url, "notifier.invoices"), limit=60)
             await first.stop()
+            await declare_queues(amqp_url)
             await publish_all(
                 amqp_url, "orders.events", "order.shipped", shipped_messages(invoices)
             )

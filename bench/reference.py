@@ -50,9 +50,10 @@ async def consume_ack_rate(amqp_url: str, count: int, prefetch: int = 64) -> flo
                 done.set()
 
         start = time.perf_counter()
-        await queue.consume(on_message)
+        tag = await queue.consume(on_message)
         await done.wait()
         rate = count / (time.perf_counter() - start)
+        await queue.cancel(tag)
         await channel.queue_delete("bench.reference")
         return rate
 
