@@ -324,6 +324,10 @@ class Envelope(BaseModel, Generic[DataT]):
     data: DataT
 
 
+#: Looked up once: parametrising a generic model costs a cache lookup at every use.
+_ANY_ENVELOPE = Envelope[Any]
+
+
 def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) -> Envelope[Any]:
     """An envelope caused by ``cause``: it inherits the correlation and names its cause."""
     cause_id = str(cause.id)
@@ -334,10 +338,6 @@ def follow_up(cause: Envelope[Any], *, type: str, source: str, data: BaseModel) 
         causation_id=cause_id,
         data=data,
     )
-
-
-#: Looked up once: parametrising a generic model costs a cache lookup at every use.
-_ANY_ENVELOPE = Envelope[Any]
 
 
 #: The payload of each event, for consumers and for the AsyncAPI document.
