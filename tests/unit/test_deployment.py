@@ -76,6 +76,11 @@ def test_services_wait_for_healthy_infrastructure(compose: dict[str, Any]) -> No
     assert set(compose["volumes"]) == {"rabbitmq-data", "postgres-data"}
 
 
+def test_processor_runs_two_replicas_by_default(compose: dict[str, Any]) -> None:
+    # The processor's throughput target is met by two replicas (README, Performance).
+    assert compose["services"]["processor"]["deploy"]["replicas"] == 2
+
+
 def test_no_password_has_a_default(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     for variable in ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"):
