@@ -74,9 +74,13 @@ class Payload(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+#: Not blank: an order is never named by spaces alone.
+_NOT_BLANK = r"\S"
+
+
 class OrderRef(Payload):
-    marketplace: str = Field(min_length=1, max_length=100)
-    marketplace_order_id: str = Field(min_length=1, max_length=200)
+    marketplace: str = Field(min_length=1, max_length=100, pattern=_NOT_BLANK)
+    marketplace_order_id: str = Field(min_length=1, max_length=200, pattern=_NOT_BLANK)
 
 
 # --- The Lengow order, as the poller observed it -------------------------------------------

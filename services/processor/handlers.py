@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -268,7 +269,8 @@ def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) 
 
     ref = None
     if (marketplace := text("marketplace")) and (order_id := text("marketplace_order_id")):
-        ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
+        with contextlib.suppress(ValidationError):  # not an order's name: the answer names none
+            ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
     return ReceivedCommand(
         envelope=envelope,
         command_type=envelope.type[:100] if envelope else None,
