@@ -33,6 +33,8 @@ HOSTILE = st.sampled_from(
         "A" * 5000,
         "../../etc/passwd",
         "😀" * 50,
+        " \t ",
+        "m" * 150,  # longer than a marketplace's name may be, short enough to be read as one
     ]
 )
 TEXT = st.one_of(HOSTILE, st.text(max_size=40))
@@ -61,7 +63,7 @@ def bad_events(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             del message["data"][field]
         elif field in ("marketplace", "marketplace_order_id"):
-            message["data"][field] = draw(st.sampled_from(["", None, 42, ["x"]]))
+            message["data"][field] = draw(st.sampled_from(["", " ", None, 42, ["x"]]))
         else:
             # No integers: an integer is a valid Unix time for updated_at.
             message["data"][field] = draw(
@@ -92,7 +94,7 @@ def bad_commands(draw: st.DrawFn) -> tuple[str, bytes]:
         return routing_key, json.dumps(draw(JSON)).encode()
     data: dict[str, Any] = {
         "command_id": f"fuzz-{uuid.uuid4()}",
-        "marketplace": "manomano_fr",
+        "marketplace": draw(st.one_of(st.just("manomano_fr"), HOSTILE)),
         "marketplace_order_id": draw(HOSTILE),  # never the real order
         "carrier": "Colissimo",
         "refund_reason": "other",
