@@ -69,6 +69,9 @@ ALL_QUEUES = (
     "processor.commands",
     "notifier.order-shipped",
     "poller.action-requested",
+    "poller.order-recorded",
+    "poller.order-linked",
+    "processor.marketplace-rules",
     "poller.sync",
 )
 

@@ -139,7 +139,8 @@ async def keep_sampling(services: list[Service], stop: asyncio.Event) -> None:
 
 async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, Any]:
     """A 3-day catch-up of ``orders`` orders: sandbox -> poller -> broker -> processor -> DB."""
-    from sandbox.server import base_url, create_sandbox, serve
+    from sandbox.server import base_url, create_sandbox, sandbox_state, serve
+    from services.poller.settings import PollerSettings
 
     marketplace = Marketplace(seed=9)
     now = datetime.now(UTC)
@@ -148,7 +149,8 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
         marketplace.create_order(
             at=now - spread + spread * index / orders, fulfillment=index % 9 == 0
         )
-    runner = await serve(create_sandbox(marketplace=marketplace, page_size=1000))
+    app = create_sandbox(marketplace=marketplace)  # Lengow's contract: 100 a page, 500 a minute
+    runner = await serve(app)
     env = {
         "AMQP_URL": amqp_url,
         "DATABASE_URL": database_url,
@@ -163,7 +165,7 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
                 }
             ]
         ),
-        "LENGOW_PAGE_SIZE": "1000",
+        "LENGOW_PAGE_SIZE": "100",
         "POLL_INTERVAL_SECONDS": "3600",
         "PROCESSOR_OPS_PORT": "0",
         "POLLER_OPS_PORT": "0",
@@ -196,10 +198,18 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
         for service in services:
             await service.stop()
         await runner.cleanup()
+    calls = sandbox_state(app).calls["GET /v3.0/orders"]
+    allowed = PollerSettings.model_fields["lengow_calls_per_minute"].default
+    floor = calls / allowed * 60  # the budget's floor: calls needed / calls allowed a minute
     return {
         "orders": orders,
         "seconds": seconds,
         "rate": orders / seconds,
+        "calls": calls,
+        "calls_per_minute": allowed,
+        "floor_seconds": floor,
+        "ratio_to_floor": seconds / floor,
+        "rate_limited": sum(sandbox_state(app).rate_limited.values()),
         "peak_rss_mib": {s.name: round(s.peak_rss_kib / 1024, 1) for s in services},
     }
 

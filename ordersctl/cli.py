@@ -172,6 +172,16 @@ def refund(
 
 
 @app.command()
+def link(
+    order_id: str,
+    merchant_order_id: Annotated[str, typer.Argument(help="The shop's or ERP's id.")],
+    command_id: CommandId = None,
+) -> None:
+    """Write another system's id for the order back to Lengow (its merchant order id)."""
+    _command(CommandType.LINK, order_id, command_id, merchant_order_id=merchant_order_id)
+
+
+@app.command()
 def sync(
     catchup: Annotated[bool, typer.Option(help="The 3-day catch-up window.")] = False,
     source: Annotated[str | None, typer.Option(help="One source; all when omitted.")] = None,
@@ -248,6 +258,17 @@ async def _show(order_id: str) -> dict[str, Any] | None:
                 " FROM processor.commands" + where + " ORDER BY received_at",
                 *key,
             ),
+            "lengow_import": next(
+                iter(
+                    await _fetch(
+                        conn,
+                        "SELECT merchant_order_id, state, attempts, last_error, done_at"
+                        " FROM poller.imports" + where,
+                        *key,
+                    )
+                ),
+                None,
+            ),
             "invoice": next(
                 iter(
                     await _fetch(
@@ -287,6 +308,8 @@ def show(order_id: str) -> None:
     console.print(_table("History", found["history"]))
     console.print(_table("Commands", found["commands"]))
     console.print(_table("Invoice", [found["invoice"]] if found["invoice"] else []))
+    imported = found["lengow_import"]
+    console.print(_table("Marked imported at Lengow", [imported] if imported else []))
 
 
 @app.command(name="list")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,32 +27,57 @@ MANOMANO_STATUS = {
     "canceled": "CANCELLED",
 }
 
-CARRIERS = [
-    "Colissimo",
-    "Chronopost",
-    "DHL",
-    "DPD",
-    "GLS",
-    "TNT",
-    "UPS",
-    "Fedex",
-    "Geodis",
-    "DB Schenker",
-    "Other",
-]
-REFUND_REASONS = [
-    "product_unavailable",
-    "customer_cancellation",
-    "damaged_product",
-    "delivery_failure",
-    "other",
-]
+#: Carrier codes and their labels. ManoMano's real codes are published nowhere we can read;
+#: these differ from their labels on purpose, so that a client sending labels fails here as
+#: it would at Lengow.
+CARRIERS = {
+    "colissimo": "Colissimo",
+    "chronopost": "Chronopost",
+    "dhl_express": "DHL Express",
+    "dpd_predict": "DPD Predict",
+    "gls_fr": "GLS",
+    "tnt_express": "TNT Express",
+    "ups_standard": "UPS",
+    "fedex": "FedEx",
+    "geodis": "Geodis",
+    "db_schenker": "DB Schenker",
+    "other": "Other",
+}
+REFUND_REASONS = {
+    "product_unavailable": "Produit indisponible",
+    "customer_cancellation": "Annulation par le client",
+    "damaged_product": "Produit endommagé",
+    "delivery_failure": "Échec de livraison",
+    "other": "Autre motif",
+}
 
-#: The marketplace document Lengow serves for ManoMano (GET /v3.0/marketplaces).
-MARKETPLACE_DOCUMENT: dict[str, Any] = {
-    MARKETPLACE: {
-        "name": "ManoMano FR",
-        "country_iso_a2": "FR",
+
+def _list_argument(values: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "list",
+        "depends_on": None,
+        "valid_values": {code: {"label": label} for code, label in values.items()},
+        "default_value": None,
+        "accept_free_values": False,
+    }
+
+
+def _free_argument(kind: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "depends_on": None,
+        "valid_values": {},
+        "default_value": None,
+        "accept_free_values": True,
+    }
+
+
+def _manomano(country: str) -> dict[str, Any]:
+    return {
+        "name": f"ManoMano {country}",
+        "package": "manomano",
+        "country": country,
+        "features": {"invoice_upload": False},
         "orders": {
             "status": {
                 "waiting_acceptance": ["PENDING"],
@@ -63,8 +89,18 @@ MARKETPLACE_DOCUMENT: dict[str, Any] = {
                 "canceled": ["CANCELLED"],
             },
             "actions": {
-                "accept": {"status": ["waiting_acceptance"], "args": [], "optional_args": []},
-                "refuse": {"status": ["waiting_acceptance"], "args": [], "optional_args": []},
+                "accept": {
+                    "status": ["waiting_acceptance"],
+                    "args": [],
+                    "optional_args": [],
+                    "args_description": {},
+                },
+                "refuse": {
+                    "status": ["waiting_acceptance"],
+                    "args": [],
+                    "optional_args": [],
+                    "args_description": {},
+                },
                 "ship": {
                     "status": ["waiting_shipment"],
                     "args": ["carrier"],
@@ -73,9 +109,15 @@ MARKETPLACE_DOCUMENT: dict[str, Any] = {
                         "tracking_number",
                         "tracking_url",
                         "shipping_date",
+                        "line",
                     ],
                     "args_description": {
-                        "carrier": {"type": "list", "valid_values": CARRIERS},
+                        "carrier": _list_argument(CARRIERS),
+                        "carrier_name": _free_argument("string"),
+                        "tracking_number": _free_argument("string"),
+                        "tracking_url": _free_argument("string"),
+                        "shipping_date": _free_argument("date"),
+                        "line": _free_argument("string"),
                     },
                 },
                 "refund": {
@@ -83,14 +125,23 @@ MARKETPLACE_DOCUMENT: dict[str, Any] = {
                     "args": ["refund_reason", "refund_shipping_fees"],
                     "optional_args": [],
                     "args_description": {
-                        "refund_reason": {"type": "list", "valid_values": REFUND_REASONS},
-                        "refund_shipping_fees": {"type": "boolean"},
+                        "refund_reason": _list_argument(REFUND_REASONS),
+                        "refund_shipping_fees": _free_argument("boolean"),
                     },
                 },
             },
-            "carriers": {name: {"label": name} for name in CARRIERS},
+            "carriers": {code: {"label": label} for code, label in CARRIERS.items()},
+            "shipping_methods": {"standard": {"label": "Livraison standard"}},
         },
     }
+
+
+#: The marketplace document Lengow serves (GET /v3.0/marketplaces), keyed by marketplace code.
+MARKETPLACE_DOCUMENT: dict[str, Any] = {
+    "manomano_fr": _manomano("FR"),
+    "manomano_es": _manomano("ES"),
+    "manomano_it": _manomano("IT"),
+    "manomano_de": _manomano("DE"),
 }
 
 FIRST_NAMES = [
@@ -152,14 +203,23 @@ VAT_RATE = Decimal("0.20")
 CENT = Decimal("0.01")
 
 
-class ActionRefused(Exception):  # noqa: N818 - the marketplace's word for it
-    """The marketplace refuses an action; the message is what Lengow answers."""
+#: The fields of an action's body that name it rather than being its arguments.
+ACTION_ENVELOPE = frozenset({"account_id", "marketplace", "marketplace_order_id", "action_type"})
+
+
+class ActionRefused(Exception):  # noqa: N818 - Lengow's word for it
+    """Lengow refuses the action as given (530, "logical error"); the message is its reason."""
+
+
+class OrderNotFound(Exception):  # noqa: N818
+    """No such order ({"detail": "Pas trouvé."})."""
 
 
 @dataclass
 class SimOrder:
     raw: dict[str, Any]
     fulfillment: bool
+    shipped_lines: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
@@ -173,30 +233,54 @@ class SimOrder:
     def updated_at(self) -> datetime:
         return datetime.fromisoformat(self.raw["updated_at"])
 
+    def lines(self) -> list[dict[str, Any]]:
+        return [line for package in self.raw["packages"] for line in package["cart"]]
+
+    def sort_key(self) -> tuple[str, str, str]:
+        """Lengow's default order: marketplace, marketplace_order_date, imported_at."""
+        return (
+            self.raw["marketplace"],
+            self.raw["marketplace_order_date"] or "",
+            self.raw["imported_at"] or "",
+        )
+
 
 @dataclass
 class Action:
+    """An action as Lengow keeps it: flat arguments, ``queued`` then ``processed``, and
+    ``errors`` a string (or null)."""
+
     id: int
     order_id: str
+    marketplace: str
+    account_id: int
     action_type: str
-    arguments: dict[str, Any]
+    arguments: dict[str, str]
     created_at: datetime
+    #: Lengow sends it to the marketplace at this time (until then ``queued``).
+    send_at: datetime
+    #: The marketplace answers at this time.
     apply_at: datetime
+    updated_at: datetime
+    queued: bool = True
     processed: bool = False
-    state: str = "new"
-    errors: list[str] = field(default_factory=list)
+    errors: str | None = None
+    #: The marketplace refuses it with this reason when it answers.
+    refusal: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
+            **self.arguments,
             "id": self.id,
             "marketplace_order_id": self.order_id,
-            "marketplace": MARKETPLACE,
+            "account_id": self.account_id,
+            "marketplace": self.marketplace,
             "action_type": self.action_type,
-            "parameters": self.arguments,
             "processed": self.processed,
-            "state": self.state,
+            "queued": self.queued,
             "errors": self.errors,
             "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
         }
 
 
@@ -209,14 +293,37 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
+def _truthy(value: Any) -> bool | None:
+    """A boolean as a form or JSON body carries it."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
 class Marketplace:
     """Orders of one seller on ManoMano, as Lengow sees them."""
 
-    def __init__(self, *, seed: int = 7, action_delay: timedelta = timedelta(seconds=0)) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 7,
+        action_delay: timedelta = timedelta(seconds=0),
+        account_id: int = 1000,
+    ) -> None:
         self.random = random.Random(seed)
         self.orders: dict[str, SimOrder] = {}
         self.actions: dict[int, Action] = {}
         self.action_delay = action_delay
+        self.account_id = account_id
+        #: PATCH /v3.0/orders/moi/ calls per order.
+        self.moi_calls: Counter[str] = Counter()
+        #: Reasons the marketplace gives, in turn, to the next actions it refuses.
+        self.refusals: list[str] = []
         self._order_numbers = itertools.count(1)
         self._action_ids = itertools.count(1)
         # A poller pages through one query many times: the last answer is kept until an order
@@ -227,6 +334,39 @@ class Marketplace:
 
     # --- Orders --------------------------------------------------------------------------
 
+    def _address(
+        self, first: str | None, last: str | None, kind: str, email: str | None
+    ) -> dict[str, Any]:
+        rng = self.random
+        zipcode, city = rng.choice(CITIES)
+        known = first is not None
+        return {
+            "id": rng.randint(10**6, 10**7),
+            "type": kind,
+            "civility": rng.choice(["MR", "MRS", None]),
+            "first_name": first,
+            "last_name": last,
+            "full_name": f"{first} {last}" if known else None,
+            "company": None,
+            "first_line": f"{rng.randint(1, 120)} {rng.choice(STREETS)}" if known else None,
+            "second_line": None,
+            "complement": None,
+            "zipcode": zipcode,
+            "city": city,
+            "state_region": None,
+            "common_country_iso_a2": "FR",
+            "email": email,
+            "phone_home": None,
+            "phone_office": None,
+            "phone_mobile": f"06{rng.randint(10**7, 10**8 - 1)}" if known else None,
+            "vat_number": None,
+            "metas": None,
+        }
+
+    def _amount(self, value: Decimal) -> str | float:
+        """Lengow gives money as a number or as a string, both in one answer."""
+        return float(_money(value)) if self.random.random() < 0.5 else _money(value)
+
     def create_order(
         self,
         *,
@@ -235,90 +375,100 @@ class Marketplace:
         fulfillment: bool = False,
         missing_email: bool = False,
         order_id: str | None = None,
+        anonymized: bool = False,
     ) -> SimOrder:
         rng = self.random
         number = next(self._order_numbers)
         order_id = order_id or f"M{at:%y%m%d}{number:07d}"
-        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
-        zipcode, city = rng.choice(CITIES)
-        street = f"{rng.randint(1, 120)} {rng.choice(STREETS)}"
+        first: str | None = rng.choice(FIRST_NAMES)
+        last: str | None = rng.choice(LAST_NAMES)
+        email = (
+            None
+            if missing_email
+            else f"{_ascii(first or '')}.{_ascii(last or '')}.{number}@example.fr"
+        )
+        with_tax_detail = rng.random() < 0.8
         lines: list[dict[str, Any]] = []
         for index, (title, price) in enumerate(rng.sample(PRODUCTS, rng.randint(1, 3)), 1):
             quantity = rng.randint(1, 3)
             amount = price * quantity
+            line_id = f"{order_id}-{index}"
             lines.append(
                 {
-                    "marketplace_order_line_id": f"{order_id}-{index}",
+                    "id": rng.randint(10**7, 10**8),
+                    "marketplace_order_line_id": line_id,
                     "marketplace_product_id": f"MM{abs(hash(title)) % 10**8:08d}",
                     "merchant_product_id": {"field": "sku", "id": f"SKU-{index:03d}"},
                     "title": title,
                     "quantity": quantity,
-                    "amount": _money(amount),
-                    "price_unit": _money(price),
-                    "shipping": "0.00",
-                    "tax": _money(amount - amount / (1 + VAT_RATE)),
+                    # The line total including VAT; Lengow gives no unit price.
+                    "amount": self._amount(amount),
+                    "tax": (
+                        self._amount(amount - amount / (1 + VAT_RATE)) if with_tax_detail else None
+                    ),
+                    "discount": None,
+                    "shipping": None,
+                    "refunded_amount": None,
+                    "lengow_status": None,
                     "marketplace_status": None,
+                    "max_shipping_date": (at + timedelta(days=3)).isoformat(),
+                    "orderline_types": [],
                 }
             )
         shipping = (
             Decimal("0.00") if fulfillment else rng.choice([Decimal("0.00"), Decimal("9.90")])
         )
-        total = sum((Decimal(line["amount"]) for line in lines), Decimal(0)) + shipping
-        address = {
-            "first_name": first,
-            "last_name": last,
-            "full_name": f"{first} {last}",
-            "company": "",
-            "first_line": street,
-            "second_line": "",
-            "complement": "",
-            "zipcode": zipcode,
-            "city": city,
-            "common_country_iso_a2": "FR",
-            "phone_home": "",
-            "phone_mobile": f"06{rng.randint(10**7, 10**8 - 1)}",
-            "phone_office": "",
-            "vat_number": "",
-        }
-        email = "" if missing_email else f"{_ascii(first)}.{_ascii(last)}.{number}@example.fr"
+        total = sum((Decimal(_money(Decimal(str(line["amount"])))) for line in lines), Decimal(0))
+        total += shipping
+        if anonymized:  # Lengow removes personal data after 6 months
+            first = last = email = None
+        delivery = self._address(first, last, "delivery", email)
+
+        def parcel(cart: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"delivery": {**delivery, "trackings": []}, "cart": cart}
+
+        packages = [parcel(lines)]
+        if len(lines) > 1 and rng.random() < 0.2:  # some orders go out in two parcels
+            packages = [parcel(lines[:1]), parcel(lines[1:])]
+        order_types = [{"type": "is_delivered_by_marketplace", "label": "Fulfilled by ManoMano"}]
+        meta_key = "order_meta" if rng.random() < 0.5 else "meta"
+        comment = rng.choice([None, None, "Livrer en semaine", ["Sonnez deux fois"]])
         raw: dict[str, Any] = {
-            "marketplace_order_id": order_id,
             "marketplace": MARKETPLACE,
+            "account_id": self.account_id,
+            "marketplace_order_id": order_id,
             "marketplace_status": None,
             "lengow_status": None,
-            "marketplace_order_date": at.isoformat(),
+            # Some marketplaces give no order date.
+            "marketplace_order_date": None if rng.random() < 0.05 else at.isoformat(),
             "marketplace_last_modified_date": at.isoformat(),
             "updated_at": at.isoformat(),
             "imported_at": at.isoformat(),
-            "total_order": _money(total),
-            "total_tax": _money(total - total / (1 + VAT_RATE)),
-            "shipping": _money(shipping),
-            "processing_fee": "0.00",
-            "commission": _money(total * Decimal("0.15")),
-            "currency": {"iso_a3": "EUR", "name": "Euro", "symbol": "€"},
-            "original_currency": {"iso_a3": "EUR"},
-            "order_comments": None,
+            "anonymized": anonymized,
             "merchant_order_id": None,
-            "is_reimbursed": False,
-            "order_types": (
-                [{"type": "is_delivered_by_marketplace", "label": "Fulfilled by ManoMano"}]
-                if fulfillment
-                else []
+            "total_order": self._amount(total),
+            "total_tax": (
+                self._amount(total - total / (1 + VAT_RATE)) if with_tax_detail else None
             ),
-            "meta": {"shipping_deadline": (at + timedelta(days=3)).isoformat()},
-            "billing_address": {**address, "email": email},
-            "packages": [
-                {
-                    "delivery": {**address, "email": email, "trackings": []},
-                    "cart": lines,
-                }
-            ],
+            "shipping": self._amount(shipping),
+            "discount": self._amount(Decimal(0)),
+            "processing_fee": None,
+            "commission": self._amount(total * Decimal("0.15")),
+            "currency": {"iso_a3": "EUR", "name": "Euro", "symbol": "€"},
+            "original_currency": {"iso_a3": "EUR", "name": "Euro", "symbol": "€"},
+            "original_total_order": self._amount(total),
+            "comments": comment,
+            "order_types": (order_types if fulfillment else []),
+            meta_key: {"shipping_deadline": (at + timedelta(days=3)).isoformat()},
+            "billing_address": self._address(first, last, "billing", email),
+            "contact_address": self._address(first, last, "contact", email),
+            "packages": packages,
         }
         order = SimOrder(raw, fulfillment)
         self.orders[order_id] = order
         self._set_status(order, "shipped" if fulfillment else status, at)
         if fulfillment:
-            self._add_tracking(order, "Geodis", f"GEO{number:09d}", None, True)
+            self._add_tracking(order, "geodis", f"GEO{number:09d}", None, True, None)
         return order
 
     def _set_status(self, order: SimOrder, status: str, at: datetime) -> None:
@@ -329,32 +479,58 @@ class Marketplace:
         order.raw["updated_at"] = at.isoformat()
         self._revision += 1
         order.raw["marketplace_last_modified_date"] = at.isoformat()
-        for line in order.raw["packages"][0]["cart"]:
+        for line in order.lines():
             line["marketplace_status"] = MANOMANO_STATUS.get(status)
+            line["lengow_status"] = status
 
     def _add_tracking(
-        self, order: SimOrder, carrier: str, number: str | None, url: str | None, by_mp: bool
+        self,
+        order: SimOrder,
+        carrier: str,
+        number: str | None,
+        url: str | None,
+        by_mp: bool,
+        lines: list[str] | None,
     ) -> None:
-        order.raw["packages"][0]["delivery"]["trackings"] = [
+        package = order.raw["packages"][0]
+        if lines:
+            package = next(
+                (
+                    p
+                    for p in order.raw["packages"]
+                    if any(line["marketplace_order_line_id"] in lines for line in p["cart"])
+                ),
+                package,
+            )
+        package["delivery"]["trackings"].append(
             {
-                "carrier": carrier,
-                "method": None,
                 "number": number,
+                "method": None,
+                "carrier": carrier,
                 "url": url,
+                "relay": {"id": None, "name": None},
                 "is_delivered_by_marketplace": by_mp,
+                "parcel_weight": None,
+                "shipped_at": now().isoformat(),
+                "marketplace_order_line_ids": lines
+                or [line["marketplace_order_line_id"] for line in package["cart"]],
             }
-        ]
+        )
+
+    def _trackings(self, order: SimOrder) -> list[dict[str, Any]]:
+        return [t for p in order.raw["packages"] for t in p["delivery"]["trackings"]]
 
     def move(self, order_id: str, status: str, at: datetime) -> SimOrder:
         """The marketplace moves an order on its own (customer, ManoMano, carrier)."""
         order = self.orders[order_id]
-        if status == "shipped" and not order.raw["packages"][0]["delivery"]["trackings"]:
+        if status == "shipped" and not self._trackings(order):
             self._add_tracking(
                 order,
-                "Colissimo",
+                "colissimo",
                 f"6A{self.random.randint(10**10, 10**11)}",
                 "https://www.laposte.fr/outils/suivre-vos-envois",
                 False,
+                None,
             )
         self._set_status(order, status, at)
         return order
@@ -387,6 +563,7 @@ class Marketplace:
         order_date_to: datetime | None = None,
         marketplace_order_id: str | None = None,
         lengow_status: str | None = None,
+        not_imported: bool = False,
     ) -> list[SimOrder]:
         key = (
             self._revision,
@@ -396,6 +573,7 @@ class Marketplace:
             order_date_to,
             marketplace_order_id,
             lengow_status,
+            not_imported,
         )
         if self._last_query is not None and self._last_query[0] == key:
             return self._last_query[1]
@@ -405,88 +583,144 @@ class Marketplace:
                 continue
             if updated_to and order.updated_at > updated_to:
                 continue
-            placed = datetime.fromisoformat(order.raw["marketplace_order_date"])
-            if order_date_from and placed < order_date_from:
-                continue
-            if order_date_to and placed > order_date_to:
-                continue
+            placed_at = order.raw["marketplace_order_date"]
+            if order_date_from or order_date_to:
+                if placed_at is None:
+                    continue
+                placed = datetime.fromisoformat(placed_at)
+                if order_date_from and placed < order_date_from:
+                    continue
+                if order_date_to and placed > order_date_to:
+                    continue
             if marketplace_order_id and order.id != marketplace_order_id:
                 continue
             if lengow_status and order.status != lengow_status:
                 continue
+            if not_imported and order.raw["merchant_order_id"]:
+                continue
             found.append(order)
-        found.sort(key=lambda o: (o.updated_at, o.id))
+        found.sort(key=SimOrder.sort_key)
         self._last_query = (key, found)
         return found
+
+    def mark_imported(self, order_id: str, merchant_ids: list[str]) -> SimOrder:
+        order = self.orders.get(order_id)
+        if order is None:
+            raise OrderNotFound(order_id)
+        self.moi_calls[order_id] += 1
+        order.raw["merchant_order_id"] = list(merchant_ids)
+        return order
 
     # --- Seller actions ------------------------------------------------------------------
 
     def request_action(self, body: dict[str, Any], at: datetime) -> Action:
-        """Validate an action the way the marketplace does and queue it."""
+        """Check an action the way Lengow does (530 for bad input) and queue it; whether the
+        order's status allows it is the marketplace's answer, later."""
         order_id = str(body.get("marketplace_order_id") or "")
         order = self.orders.get(order_id)
         if order is None:
-            raise ActionRefused(f"order {order_id!r} not found")
+            raise ActionRefused(f"order {order_id!r} not found on {MARKETPLACE}")
         action_type = str(body.get("action_type") or "")
         spec = MARKETPLACE_DOCUMENT[MARKETPLACE]["orders"]["actions"].get(action_type)
         if spec is None:
-            raise ActionRefused(f"action {action_type!r} is not available on ManoMano")
-        if order.status not in spec["status"]:
-            raise ActionRefused(f"action {action_type} not allowed at status {order.status}")
+            raise ActionRefused(f"action {action_type!r} is not available on {MARKETPLACE}")
+        known = ACTION_ENVELOPE | set(spec["args"]) | set(spec["optional_args"])
+        unknown = sorted(set(body) - known)
+        if unknown:
+            raise ActionRefused(f"unknown arguments for {action_type}: {', '.join(unknown)}")
         missing = [arg for arg in spec["args"] if body.get(arg) in (None, "")]
         if missing:
             raise ActionRefused(f"missing mandatory arguments: {', '.join(missing)}")
         for arg, description in spec.get("args_description", {}).items():
             valid = description.get("valid_values")
-            if valid and body.get(arg) not in valid:
-                raise ActionRefused(f"{arg} {body.get(arg)!r} is not one of the accepted values")
-        other_carrier = action_type == "ship" and body.get("carrier") == "Other"
-        if other_carrier and not (body.get("carrier_name") and body.get("tracking_url")):
-            raise ActionRefused("carrier Other needs carrier_name and tracking_url")
-        arguments = {k: v for k, v in body.items() if k not in {"account_id", "marketplace"}}
+            if valid and arg in body and str(body[arg]) not in valid:
+                raise ActionRefused(
+                    f"{arg} {body[arg]!r} is not one of the accepted values: {', '.join(valid)}"
+                )
+            if description.get("type") == "boolean" and arg in body and _truthy(body[arg]) is None:
+                raise ActionRefused(f"{arg} must be a boolean")
+        if "line" in body:
+            line = body["line"]
+            line_ids = {line["marketplace_order_line_id"] for line in order.lines()}
+            if not isinstance(line, str | int) or str(line) not in line_ids:
+                raise ActionRefused(f"line must be one of the order's line ids, not {line!r}")
+        if action_type == "ship" and body.get("carrier") == "other":
+            if not (body.get("carrier_name") and body.get("tracking_url")):
+                raise ActionRefused("carrier other needs carrier_name and tracking_url")
+        elif body.get("carrier_name"):
+            raise ActionRefused("carrier_name is only accepted with the carrier other")
+        arguments = {k: str(v) for k, v in body.items() if k not in ACTION_ENVELOPE}
         action = Action(
             id=next(self._action_ids),
             order_id=order_id,
+            marketplace=MARKETPLACE,
+            account_id=self.account_id,
             action_type=action_type,
             arguments=arguments,
             created_at=at,
+            send_at=at + self.action_delay / 2,
             apply_at=at + self.action_delay,
+            updated_at=at,
+            refusal=self.refusals.pop(0) if self.refusals else None,
         )
         self.actions[action.id] = action
         return action
 
     def apply_due_actions(self, at: datetime) -> int:
+        """Lengow sends queued actions on; the marketplace answers those that are due."""
         applied = 0
         for action in self.actions.values():
-            if action.processed or action.apply_at > at:
+            if action.queued and action.send_at <= at:
+                action.queued = False
+                action.updated_at = at
+            if action.queued or action.processed or action.errors or action.apply_at > at:
                 continue
-            order = self.orders[action.order_id]
+            action.updated_at = at
+            reason = action.refusal or self._apply(action, at)
+            if reason is not None:
+                action.errors = reason  # processed stays false: the marketplace refused it
+                continue
             action.processed = True
-            if action.action_type == "accept" and order.status == "waiting_acceptance":
-                self.move(order.id, "waiting_shipment", at)
-            elif action.action_type == "refuse" and order.status == "waiting_acceptance":
-                self.move(order.id, "refused", at)
-            elif action.action_type == "ship" and order.status == "waiting_shipment":
-                carrier = action.arguments.get("carrier")
-                if carrier == "Other":
-                    carrier = action.arguments.get("carrier_name")
-                self._add_tracking(
-                    order,
-                    str(carrier),
-                    action.arguments.get("tracking_number"),
-                    action.arguments.get("tracking_url"),
-                    False,
-                )
-                self.move(order.id, "shipped", at)
-            elif action.action_type == "refund" and order.status == "shipped":
-                self.move(order.id, "refunding", at)
-            else:
-                action.state = "error"
-                action.errors = [f"order is {order.status}: {action.action_type} not applied"]
-                continue
-            action.state = "success"
             applied += 1
         return applied
+
+    def _apply(self, action: Action, at: datetime) -> str | None:
+        """Carry the action out; the marketplace's reason when it cannot."""
+        order = self.orders[action.order_id]
+        kind, status = action.action_type, order.status
+        if kind == "accept" and status == "waiting_acceptance":
+            self.move(order.id, "waiting_shipment", at)
+        elif kind == "refuse" and status == "waiting_acceptance":
+            self.move(order.id, "refused", at)
+        elif kind == "ship" and status == "waiting_shipment":
+            self._ship(order, action, at)
+        elif kind == "refund" and status == "shipped":
+            self.move(order.id, "refunding", at)
+        else:
+            return f"Order {order.id} is {MANOMANO_STATUS.get(status, status)}: {kind} refused"
+        return None
+
+    def _ship(self, order: SimOrder, action: Action, at: datetime) -> None:
+        arguments = action.arguments
+        carrier = arguments.get("carrier")
+        if carrier == "other":
+            carrier = arguments.get("carrier_name")
+        line = arguments.get("line")
+        self._add_tracking(
+            order,
+            str(carrier),
+            arguments.get("tracking_number"),
+            arguments.get("tracking_url"),
+            False,
+            [line] if line else None,
+        )
+        if line:
+            order.shipped_lines.add(line)
+            all_lines = {item["marketplace_order_line_id"] for item in order.lines()}
+            if order.shipped_lines < all_lines:
+                self._set_status(order, "waiting_shipment", at)  # partly shipped
+                return
+        self.move(order.id, "shipped", at)
 
 
 def now() -> datetime:

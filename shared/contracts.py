@@ -58,6 +58,8 @@ class EventType(StrEnum):
     ORDER_ACTION_FAILED = "order.action_failed"
     INVOICE_SENT = "invoice.sent"
     INVOICE_FAILED = "invoice.failed"
+    MARKETPLACE_RULES_CHANGED = "marketplace.rules_changed"
+    ORDER_LINK_REQUESTED = "order.link_requested"
 
 
 class CommandType(StrEnum):
@@ -65,6 +67,7 @@ class CommandType(StrEnum):
     REFUSE = "order.refuse"
     SHIP = "order.ship"
     REFUND = "order.refund"
+    LINK = "order.link"
     SYNC = "poller.sync"
 
 
@@ -243,11 +246,19 @@ class RefundOrder(OrderCommand):
     refund_shipping_fees: bool | None = None
 
 
+class LinkOrder(OrderCommand):
+    """``order.link``: the id another system (the shop, the ERP) gives the order, written back
+    to Lengow as its merchant order id (the order then shows as imported)."""
+
+    merchant_order_id: str = Field(min_length=1, max_length=100, pattern=_NOT_BLANK)
+
+
 COMMAND_MODELS: dict[str, type[OrderCommand]] = {
     CommandType.ACCEPT: AcceptOrder,
     CommandType.REFUSE: RefuseOrder,
     CommandType.SHIP: ShipOrder,
     CommandType.REFUND: RefundOrder,
+    CommandType.LINK: LinkOrder,
 }
 
 
@@ -296,6 +307,21 @@ class OrderActionFailed(OrderRef):
     action_type: str
     action_id: str | None = None
     errors: list[str]
+
+
+class OrderLinkRequested(OrderRef):
+    command_id: str
+    merchant_order_id: str
+
+
+class MarketplaceRulesChanged(Payload):
+    """``marketplace.rules_changed``: one marketplace's entry of Lengow's
+    ``GET /v3.0/marketplaces`` document, as the poller read it (codes, labels, actions)."""
+
+    marketplace: str = Field(min_length=1, max_length=100)
+    source: str
+    fetched_at: datetime
+    rules: dict[str, Any]
 
 
 class InvoiceSent(OrderRef):
@@ -357,4 +383,6 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.ORDER_ACTION_FAILED: OrderActionFailed,
     EventType.INVOICE_SENT: InvoiceSent,
     EventType.INVOICE_FAILED: InvoiceFailed,
+    EventType.MARKETPLACE_RULES_CHANGED: MarketplaceRulesChanged,
+    EventType.ORDER_LINK_REQUESTED: OrderLinkRequested,
 }

@@ -5,17 +5,21 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import asyncpg
 import uvloop
-from faststream import FastStream
-from faststream.rabbit import Channel, RabbitBroker
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import BaseModel
 
 from shared.amqp import AmqpPublisher
 from shared.consumers import QueueConsumer
-from shared.messaging import OutboxRelay
+from shared.contracts import Envelope
+from shared.messaging import Consumer, OutboxRelay, raw_body
 from shared.observability import (
+    Check,
     OpsServer,
     broker_check,
     consumer_check,
@@ -24,6 +28,9 @@ from shared.observability import (
     refresh_outbox_metrics,
 )
 from shared.settings import ServiceSettings
+from shared.topology import CONSUMERS
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def service_broker(service: str, settings: ServiceSettings) -> RabbitBroker:
@@ -59,19 +66,53 @@ def service_ops(
     pool: Callable[[], asyncpg.Pool],
     refresh: Callable[[], Awaitable[None]] | None = None,
     consumer: QueueConsumer | None = None,
+    checks: dict[str, Check] | None = None,
 ) -> OpsServer:
     """Health (broker and database reachable, and the service's directly consumed queue
     being consumed) and metrics; by default the refreshed gauges are the outbox's."""
-    checks = {"rabbitmq": broker_check(broker), "postgresql": database_check(pool)}
+    every: dict[str, Check] = {
+        "rabbitmq": broker_check(broker),
+        "postgresql": database_check(pool),
+        **(checks or {}),
+    }
     if consumer is not None:
-        checks[consumer.queue] = consumer_check(lambda: consumer.consuming, consumer.queue)
+        every[consumer.queue] = consumer_check(lambda: consumer.consuming, consumer.queue)
     return OpsServer(
         service,
         settings.ops_host,
         port,
-        checks=checks,
+        checks=every,
         refresh=refresh or (lambda: refresh_outbox_metrics(pool(), service)),
     )
+
+
+def envelope_subscriber(
+    broker: RabbitBroker,
+    publisher: AmqpPublisher,
+    queue: RabbitQueue,
+    model: type[Envelope[ModelT]],
+    handler: Callable[[Envelope[ModelT]], Awaitable[None]],
+    *,
+    retry_delay: float,
+    description: str,
+) -> None:
+    """A FastStream subscriber of ``queue`` that parses each delivery as ``model`` and settles
+    it by the one rule of :class:`shared.messaging.Consumer` (answers go through the outbox,
+    never as a framework reply)."""
+    consumer = Consumer(publisher, queue, retry_delay=retry_delay)
+    exchange, _, _ = CONSUMERS[queue.name]
+
+    @broker.subscriber(
+        queue,
+        exchange,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+        decoder=raw_body,
+        title=queue.name,
+        description=description,
+    )
+    async def on_message(message: RabbitMessage) -> None:
+        await consumer.run(message, model, handler)
 
 
 class Runtime(Protocol):

@@ -29,6 +29,9 @@ CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
     "notifier.order-shipped": (EVENTS, "order.shipped", 200),
     "poller.action-requested": (EVENTS, "order.action_requested", 20),
     "poller.sync": (COMMANDS, "poller.sync", 20),
+    "poller.order-recorded": (EVENTS, "order.status_changed", 20),
+    "poller.order-linked": (EVENTS, "order.link_requested", 20),
+    "processor.marketplace-rules": (EVENTS, "marketplace.rules_changed", 20),
 }
 
 

@@ -40,6 +40,11 @@ class UnitOfWork:
     def bind(self, conn: Connection) -> None:
         """Attach the service's repositories to the transaction's connection."""
 
+    @property
+    def connection(self) -> Connection:
+        """The transaction's connection, for a repository used in this unit of work only."""
+        return self._conn
+
     async def __aenter__(self) -> Self:
         self._acquired: PoolConnectionProxy | None = None
         if self._given is not None:

@@ -5,27 +5,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from faststream import AckPolicy, FastStream
-from faststream.rabbit.annotations import RabbitMessage
+from faststream import FastStream
+from faststream.rabbit import RabbitQueue
 
 from services.poller import schedule
 from services.poller.gateway import ActionGateway
-from services.poller.lengow import LengowClient
+from services.poller.imports import ImportMarker
+from services.poller.lengow import LengowClient, RateBudget
+from services.poller.marketplaces import MarketplaceRulesReader
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
 from shared.amqp import AmqpPublisher
-from shared.contracts import Envelope, EventType, OrderActionRequested, SyncOrders
+from shared.contracts import (
+    Envelope,
+    EventType,
+    OrderActionRequested,
+    OrderLinkRequested,
+    OrderStatusChanged,
+    SyncOrders,
+)
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import Consumer, OutboxRelay, UnprocessableMessageError, raw_body
-from shared.service import outbox_relay, service_app, service_broker, service_ops
+from shared.messaging import OutboxRelay, UnprocessableMessageError
+from shared.service import (
+    envelope_subscriber,
+    outbox_relay,
+    service_app,
+    service_broker,
+    service_ops,
+)
 from shared.topology import (
-    COMMANDS,
     EVENTS,
     consumer_queue,
     declare_topology,
@@ -33,6 +48,10 @@ from shared.topology import (
 )
 
 log = get_logger("services.poller")
+
+#: An action request may wait this long for Lengow's budget and answers before the consumer
+#: counts as stuck.
+ACTION_STALL_SECONDS = 120.0
 
 
 class Poller:
@@ -47,52 +66,85 @@ class Poller:
             EventType.ORDER_CHANGED,
             EventType.ORDER_ACTION_SUCCEEDED,
             EventType.ORDER_ACTION_FAILED,
+            EventType.MARKETPLACE_RULES_CHANGED,
         )
         self.sync_queue = consumer_queue("poller.sync")
         self.actions_queue = consumer_queue("poller.action-requested")
+        self.recorded_queue = consumer_queue("poller.order-recorded")
+        self.linked_queue = consumer_queue("poller.order-linked")
         self._pool: asyncpg.Pool | None = None
         self._sync: OrderSync | None = None
         self._gateway: ActionGateway | None = None
+        self._imports: ImportMarker | None = None
+        self._rules: MarketplaceRulesReader | None = None
+        self.budget = RateBudget(
+            settings.lengow_calls_per_minute, settings.lengow_budget_window_seconds
+        )
         self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.ops = service_ops("poller", settings, settings.poller_ops_port, self.broker, self.pool)
-        consumer = Consumer(self.publisher, self.sync_queue, retry_delay=settings.retry_delay)
-        action_consumer = Consumer(
-            self.publisher, self.actions_queue, retry_delay=settings.retry_delay
+        self.ops = service_ops(
+            "poller",
+            settings,
+            settings.poller_ops_port,
+            self.broker,
+            self.pool,
+            checks={"polls": self.polls_check, "actions": self.actions_check},
         )
 
-        @self.broker.subscriber(
-            self.actions_queue,
-            EVENTS,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            decoder=raw_body,
-            title="poller.action-requested",
-            description="Sends each requested marketplace action to Lengow, once.",
-        )
-        async def on_action_requested(message: RabbitMessage) -> None:
-            await action_consumer.run(
-                message, Envelope[OrderActionRequested], self.gateway.on_action_requested
+        def subscribe(queue: RabbitQueue, model: Any, handler: Any, description: str) -> None:
+            envelope_subscriber(
+                self.broker,
+                self.publisher,
+                queue,
+                model,
+                handler,
+                retry_delay=settings.retry_delay,
+                description=description,
             )
 
-        @self.broker.subscriber(
-            self.sync_queue,
-            COMMANDS,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,  # answers go through the outbox, never as a framework reply
-            decoder=raw_body,
-            title="poller.sync",
-            description="Polls Lengow now, outside the schedule (ops).",
+        subscribe(
+            self.recorded_queue,
+            Envelope[OrderStatusChanged],
+            lambda envelope: self.imports.on_order_recorded(envelope),
+            "Marks each order the processor recorded as imported at Lengow (moi).",
         )
-        async def on_sync(message: RabbitMessage) -> None:
-            await consumer.run(message, Envelope[SyncOrders], self.sync_now)
+        subscribe(
+            self.linked_queue,
+            Envelope[OrderLinkRequested],
+            lambda envelope: self.imports.on_link_requested(envelope),
+            "Writes the merchant order id an order.link command gave back to Lengow.",
+        )
+        subscribe(
+            self.actions_queue,
+            Envelope[OrderActionRequested],
+            lambda envelope: self.gateway.on_action_requested(envelope),
+            "Sends each requested marketplace action to Lengow, once.",
+        )
+        subscribe(
+            self.sync_queue,
+            Envelope[SyncOrders],
+            self.sync_now,
+            "Polls Lengow now, outside the schedule (ops).",
+        )
 
     @property
     def gateway(self) -> ActionGateway:
         if self._gateway is None:
             raise RuntimeError("the poller is not started")
         return self._gateway
+
+    @property
+    def imports(self) -> ImportMarker:
+        if self._imports is None:
+            raise RuntimeError("the poller is not started")
+        return self._imports
+
+    @property
+    def rules(self) -> MarketplaceRulesReader:
+        if self._rules is None:
+            raise RuntimeError("the poller is not started")
+        return self._rules
 
     @property
     def relay(self) -> OutboxRelay:
@@ -123,6 +175,7 @@ class Poller:
                 settings.lengow_api_url,
                 source.access_token,
                 source.secret,
+                budget=self.budget,
                 timeout=settings.lengow_timeout_seconds,
                 max_attempts=settings.lengow_max_attempts,
                 backoff_seconds=settings.lengow_backoff_seconds,
@@ -130,17 +183,31 @@ class Poller:
             for source in settings.lengow_sources
         }
         polls = PollerRepository(self._pool)
+        self._started_at = time.monotonic()
         self._sync = OrderSync(settings, polls, self._clients, self.publish)
         self._relay = await outbox_relay(self._pool, self.publisher, settings)
-        self._gateway = ActionGateway(settings, self._pool, polls, self._clients, self._relay.wake)
+        self._rules = MarketplaceRulesReader(settings, self._pool, self._clients, self._relay.wake)
+        self._gateway = ActionGateway(
+            settings, self._pool, self._clients, self._relay.wake, self._rules.refresh_soon
+        )
+        self._imports = ImportMarker(settings, self._pool, self._clients)
 
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
         await self.ops.start()
+        self._started_at = time.monotonic()
         self._tasks = [
-            asyncio.create_task(self.run_schedule(), name="poll-schedule"),
+            *(
+                asyncio.create_task(self.run_schedule(source), name=f"polls:{source.name}")
+                for source in self.settings.lengow_sources
+            ),
+            *(
+                asyncio.create_task(self.rules.run(source), name=f"rules:{source.name}")
+                for source in self.settings.lengow_sources
+            ),
             asyncio.create_task(self.run_action_checks(), name="action-checks"),
+            asyncio.create_task(self.run_import_marking(), name="import-marking"),
         ]
         log.info(
             "poller.started",
@@ -178,20 +245,43 @@ class Poller:
             correlation_id=envelope.correlation_id,
         )
 
-    async def run_schedule(self) -> None:
-        """Every ``poll_interval_seconds``: each source's incremental poll, and the daily
-        catch-up once it is due. A failure is logged and the next round tries again."""
+    async def run_schedule(self, source: LengowSource) -> None:
+        """Every ``poll_interval_seconds``: the source's incremental poll, and its daily
+        catch-up once due. Each source has its own schedule, so one source's long catch-up
+        never holds back another's poll. A failure is logged and the next round tries again."""
         while True:
-            for source in self.settings.lengow_sources:
-                await self._guarded(self.sync.incremental(source))
-                await self._guarded(self.sync.catchup_if_due(source))
+            await self._guarded(self.sync.incremental(source))
+            await self._guarded(self.sync.catchup_if_due(source))
             await asyncio.sleep(self.settings.poll_interval_seconds)
 
     async def run_action_checks(self) -> None:
-        """Every ``action_check_interval_seconds``: the verdict of the actions sent."""
+        """Every ``action_check_interval_seconds``: sends left to do, doubts to resolve,
+        verdicts to read."""
         while True:
             await asyncio.sleep(self.settings.action_check_interval_seconds)
-            await self._guarded(self.gateway.check_sent())
+            await self._guarded(self.gateway.follow_up())
+
+    async def run_import_marking(self) -> None:
+        """Orders recorded by the processor are marked imported at Lengow."""
+        while True:
+            await self._guarded(self.imports.run())
+            await asyncio.sleep(self.settings.retry_delay)
+
+    async def polls_check(self) -> None:
+        """Not ready when a source's poll is overdue by two intervals (its schedule is stuck:
+        a poll that fails still ends and counts)."""
+        limit = 2 * self.settings.poll_interval_seconds + self.settings.lengow_timeout_seconds
+        now = time.monotonic()
+        for source in self.settings.lengow_sources:
+            last = self.sync.last_finished.get(source.name, self._started_at)
+            if now - last > limit:
+                raise TimeoutError(f"the poll of {source.name} is overdue ({now - last:.0f} s)")
+
+    async def actions_check(self) -> None:
+        """Not ready when the action consumer holds deliveries and has made no progress."""
+        stalled = self.gateway.progress.stalled_for()
+        if stalled > ACTION_STALL_SECONDS + self.settings.lengow_timeout_seconds:
+            raise TimeoutError(f"no action request handled for {stalled:.0f} s")
 
     async def _guarded(self, poll: Any) -> Any:
         try:

@@ -1,24 +1,46 @@
 """The Lengow action gateway: sends the marketplace actions the processor asks for, once.
 
-Lengow documents no idempotency key, so each command's action is recorded ("sending") before
-the POST and its Lengow id after ("sent"). A record left "sending" by an interrupted attempt
-is in doubt: Lengow's own list of the order's actions tells whether the POST got through
-before anything is sent again. Sent actions are then checked until the marketplace has
-processed them, and the verdict is published.
+Lengow has no idempotency key. The protocol (``action_protocol``) is followed here with I/O:
+
+- an ``order.action_requested`` is recorded with its parts (one per line for line-level
+  actions) and acknowledged; the first sends happen at once, the rest in :meth:`follow_up`;
+- before every POST, the plugins' duplicate check (``GET /v3.0/orders/actions/`` with the same
+  parameters and ``queued=True``); a part whose POST may have landed (``sending``) is resolved
+  by reading every page of the order's actions and matching type and arguments, never by time
+  alone, and is sent again only when Lengow has no such action;
+- the POST itself is sent at most once per attempt (``LengowClient.send``);
+- :meth:`follow_up` reads the verdicts of the sent parts from one listing of the account's
+  recent actions (every page), and publishes ``order.action_succeeded`` or
+  ``order.action_failed`` with Lengow's reason once every part has its verdict.
+
+No handler waits for a second pool connection while it holds one, and no connection is held
+while the follow-up waits for Lengow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from services.poller.lengow import LengowClient, LengowError, LengowRequestError
+from services.poller import action_protocol as protocol
+from services.poller.lengow import (
+    LengowClient,
+    LengowError,
+    LengowInDoubtError,
+    LengowRequestError,
+    LengowUnavailableError,
+    form_fields,
+    lengow_date,
+)
 from services.poller.metrics import ACTIONS
 from services.poller.repository import (
+    ActionPart,
     ActionRepository,
     GatewayUnitOfWork,
     PollerRepository,
@@ -40,19 +62,24 @@ from shared.topology import EVENTS
 log = get_logger(__name__)
 
 SOURCE = "poller"
+#: Lengow's list is read from a little before the oldest action waiting for its verdict.
+LISTING_MARGIN = timedelta(minutes=10)
 
 
 class ActionBusyError(Exception):
     """Another worker is sending this command's action right now: try again later."""
 
 
-def _results(body: Any) -> list[dict[str, Any]]:
-    found = body.get("results", []) if isinstance(body, dict) else body
-    return [item for item in found or [] if isinstance(item, dict)]
+class ConsumerProgress:
+    """For readiness: deliveries being handled, and when one last finished."""
 
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_progress = time.monotonic()
 
-def _errors(found: dict[str, Any]) -> list[str]:
-    return [str(error) for error in found.get("errors") or []]
+    def stalled_for(self) -> float:
+        """Seconds without progress while holding deliveries (0 when idle or moving)."""
+        return time.monotonic() - self.last_progress if self.in_flight else 0.0
 
 
 class ActionGateway:
@@ -60,22 +87,21 @@ class ActionGateway:
         self,
         settings: PollerSettings,
         pool: asyncpg.Pool,
-        polls: PollerRepository,
         clients: dict[str, LengowClient],
         wake_relay: Callable[[], None],
+        on_refusal: Callable[[str], None] = lambda source: None,
     ) -> None:
         self._settings = settings
         self._pool = pool
-        self._polls = polls
         self._clients = clients
         self._wake_relay = wake_relay
+        self._on_refusal = on_refusal
         self._sources = {source.name: source for source in settings.lengow_sources}
+        # Fewer sends at once than pool connections, so that polls always find one.
+        self._sending = asyncio.Semaphore(settings.action_concurrency)
+        self.progress = ConsumerProgress()
 
-    def _unit_of_work(self, conn: Connection) -> GatewayUnitOfWork:
-        return GatewayUnitOfWork(self._pool, self._wake_relay, connection=conn)
-
-    async def _source_for(self, requested: OrderActionRequested) -> LengowSource:
-        name = await self._polls.source_of(requested.marketplace, requested.marketplace_order_id)
+    def _source_for(self, name: str | None, requested: OrderActionRequested) -> LengowSource:
         if name in self._sources:
             return self._sources[name]
         for source in self._sources.values():
@@ -86,6 +112,15 @@ class ActionGateway:
         )
 
     async def on_action_requested(self, envelope: Envelope[OrderActionRequested]) -> None:
+        self.progress.in_flight += 1
+        try:
+            async with self._sending:
+                await self._record_and_send(envelope)
+        finally:
+            self.progress.in_flight -= 1
+            self.progress.last_progress = time.monotonic()
+
+    async def _record_and_send(self, envelope: Envelope[OrderActionRequested]) -> None:
         requested = envelope.data
         async with (
             self._pool.acquire() as conn,
@@ -96,127 +131,201 @@ class ActionGateway:
             actions = ActionRepository(conn)
             stored = await actions.get(requested.command_id)
             if stored is None:
-                source = await self._source_for(requested)
-                stored = await actions.add(requested, source.name, envelope.correlation_id)
-            elif stored.state != "sending":
+                name = await PollerRepository(conn).source_of(
+                    requested.marketplace, requested.marketplace_order_id
+                )
+                source = self._source_for(name, requested)
+                parts = protocol.split_into_parts(requested.arguments)
+                stored = await actions.add(requested, source.name, envelope.correlation_id, parts)
+                log.info("action.recorded", action_type=stored.action_type, parts=len(parts))
+            elif stored.state != "open":
                 log.info("action.duplicate_ignored", state=stored.state)
                 return
-            await self._send(conn, stored)
+            await self._send_parts(conn, stored, await actions.parts(stored.command_id))
 
-    def _body(self, action: StoredAction, source: LengowSource) -> dict[str, Any]:
+    # --- Sending ---------------------------------------------------------------------------
+
+    def _body(self, action: StoredAction, source: LengowSource, part: ActionPart) -> dict[str, Any]:
         return {
             "account_id": source.account_id,
             "marketplace": action.marketplace,
             "marketplace_order_id": action.marketplace_order_id,
             "action_type": action.action_type,
-            **action.arguments,
+            **part.arguments,
         }
 
-    async def _send(self, conn: Connection, action: StoredAction) -> None:
-        actions = ActionRepository(conn)
+    async def _send_parts(
+        self, conn: Connection, action: StoredAction, parts: list[ActionPart]
+    ) -> bool:
+        """Send each part not sent yet (what cannot be done now is left to the follow-up);
+        True when this gave the command its verdict."""
         source = self._sources[action.source]
-        client = self._clients[source.name]
-        in_doubt = action.attempts > 0
-        attempts = await actions.count_attempt(action.command_id)
-        try:
-            if in_doubt and (found := await self._already_sent(client, source, action)):
-                log.warning(
-                    "action.in_doubt_resolved",
-                    lengow_action_id=found,
-                    resolution="Lengow had received it: not sent again",
-                )
-                await actions.mark_sent(action.command_id, found)
-                return
-            response = await client.post_action(self._body(action, source))
-        except LengowRequestError as refused:
-            await self._finish(conn, action, "failed", [refused.message])
-            return
-        except LengowError as unavailable:
-            if attempts >= self._settings.action_max_attempts:
-                await self._finish(
-                    conn,
-                    action,
-                    "failed",
-                    [f"gave up after {attempts} attempts: {unavailable}"],
-                )
-                return
-            log.warning("action.deferred", attempts=attempts, reason=str(unavailable))
-            raise
-        lengow_id = str(response.get("id")) if isinstance(response, dict) else None
-        if not lengow_id or lengow_id == "None":
-            await self._finish(conn, action, "failed", [f"Lengow gave no action id: {response}"])
-            return
-        await actions.mark_sent(action.command_id, lengow_id)
-        log.info("action.sent", lengow_action_id=lengow_id, action_type=action.action_type)
-
-    async def _already_sent(
-        self, client: LengowClient, source: LengowSource, action: StoredAction
-    ) -> str | None:
-        """The id of an action of this type Lengow received for the order since we recorded
-        ours, if any."""
-        body = await client.get_actions(
-            account_id=source.account_id, marketplace_order_id=action.marketplace_order_id
-        )
-        since = action.created_at - timedelta(minutes=1)
-        for found in _results(body):
-            created = found.get("created_at")
+        for part in parts:
+            if part.state not in ("new", "sending"):
+                continue
             try:
-                created_at = datetime.fromisoformat(str(created)) if created else None
-            except ValueError:
-                created_at = None
-            if found.get("action_type") == action.action_type and (
-                created_at is None or created_at >= since
-            ):
-                return str(found.get("id"))
-        return None
+                await self._send_part(conn, action, source, part)
+            except LengowError as unavailable:  # a look-up failed: nothing was sent
+                log.warning("action.deferred", part=part.part, reason=str(unavailable))
+        return await self._conclude(conn, action)
 
-    async def check_sent(self) -> int:
-        """Ask Lengow about every sent action; publish the verdict of the processed ones."""
-        settled = 0
+    async def _send_part(
+        self, conn: Connection, action: StoredAction, source: LengowSource, part: ActionPart
+    ) -> None:
+        actions = ActionRepository(conn)
+        client = self._clients[source.name]
+        bound = log.bind(command_id=action.command_id, part=part.part, line=part.line)
+        if part.state == "sending":
+            # In doubt: every action Lengow has for the order, before anything is sent again.
+            listed = await client.actions(
+                account_id=source.account_id, marketplace_order_id=action.marketplace_order_id
+            )
+        else:
+            # The plugins' duplicate check: the same parameters, still in Lengow's queue.
+            listed = await client.actions(
+                **form_fields(self._body(action, source, part)), queued="True"
+            )
+        ids = [str(found.get("id")) for found in listed]
+        found = protocol.adopt(
+            listed,
+            action_type=action.action_type,
+            arguments=part.arguments,
+            not_before=part.created_at,
+            taken=await actions.known_lengow_ids(ids),
+        )
+        if found is not None:
+            bound.warning(
+                "action.already_at_lengow", lengow_action_id=found, was_in_doubt=part.state
+            )
+            await actions.mark_sent(part, found)
+            return
+        if part.attempts >= self._settings.action_max_attempts:
+            await actions.settle_part(
+                part, "failed", [f"gave up after {part.attempts} attempts to reach Lengow"]
+            )
+            return
+        if part.state == "sending":
+            bound.warning("action.in_doubt_not_at_lengow", resolution="sending it again")
+        await actions.start_sending(part)
+        try:
+            answer = await client.post_action(self._body(action, source, part))
+        except LengowRequestError as refused:  # 530 or another 4xx: the marketplace's word
+            bound.warning("action.refused", status=refused.status, reason=refused.message)
+            await actions.settle_part(part, "failed", [refused.message])
+            self._on_refusal(source.name)
+            return
+        except LengowInDoubtError as doubt:
+            bound.warning("action.in_doubt", reason=str(doubt))
+            return
+        except LengowUnavailableError as unavailable:
+            bound.warning("action.not_sent", reason=str(unavailable))
+            await actions.not_sent(part)
+            return
+        lengow_id = answer.get("id") if isinstance(answer, dict) else None
+        if lengow_id in (None, ""):
+            bound.warning("action.in_doubt", reason=f"Lengow answered without an id: {answer}")
+            return
+        await actions.mark_sent(part, str(lengow_id))
+        bound.info("action.sent", lengow_action_id=str(lengow_id), action_type=action.action_type)
+
+    # --- Following up ----------------------------------------------------------------------
+
+    async def follow_up(self) -> int:
+        """Send what could not be sent, resolve what is in doubt, read the verdicts; returns
+        how many commands got their verdict."""
         async with self._pool.acquire() as conn:
-            actions = ActionRepository(conn)
-            for action in await actions.to_check(limit=100):
-                source = self._sources.get(action.source)
-                if source is None:
+            open_actions = await ActionRepository(conn).open_actions(limit=1000)
+        if not open_actions:
+            return 0
+        verdicts = await self._read_verdicts(open_actions)
+        settled = 0
+        for action, parts in open_actions:
+            async with (
+                self._pool.acquire() as conn,
+                session_lock(conn, f"lengow-orders:action:{action.command_id}") as mine,
+            ):
+                if not mine:
                     continue
-                try:
-                    body = await self._clients[source.name].get_actions(
-                        account_id=source.account_id, id=action.lengow_action_id
-                    )
-                except LengowError as exc:
-                    log.warning("action.check_failed", command_id=action.command_id, error=str(exc))
-                    continue
-                found = next(
-                    (r for r in _results(body) if str(r.get("id")) == action.lengow_action_id),
-                    None,
-                )
-                if found is None or not found.get("processed"):
-                    age = datetime.now(UTC) - action.created_at
-                    if age.total_seconds() > self._settings.action_timeout_seconds:
-                        await self._finish(
-                            conn,
-                            action,
-                            "failed",
-                            [f"not processed by the marketplace after {age}"],
-                        )
-                        settled += 1
-                    else:
-                        await actions.touch(action.command_id)
-                    continue
-                errors = _errors(found)
-                failed = bool(errors) or found.get("state") in ("error", "failed")
-                await self._finish(
-                    conn,
-                    action,
-                    "failed" if failed else "succeeded",
-                    errors or ([f"state {found.get('state')}"] if failed else []),
-                )
-                settled += 1
+                await self._apply_verdicts(conn, action, parts, verdicts)
+                fresh = await ActionRepository(conn).parts(action.command_id)
+                settled += int(await self._send_parts(conn, action, fresh))
         return settled
 
-    async def _finish(
-        self, conn: Connection, action: StoredAction, state: str, errors: list[str]
+    async def _read_verdicts(
+        self, open_actions: list[tuple[StoredAction, list[ActionPart]]]
+    ) -> dict[str, dict[str, Any]]:
+        """Lengow's recent actions of each account with parts waiting, by id: one listing
+        (every page) per source, from a little before the oldest sent part."""
+        oldest: dict[str, datetime] = {}
+        for action, parts in open_actions:
+            for part in parts:
+                if part.state == "sent" and part.sent_at is not None:
+                    oldest[action.source] = min(
+                        oldest.get(action.source, part.sent_at), part.sent_at
+                    )
+        horizon = datetime.now(UTC) - timedelta(seconds=self._settings.action_timeout_seconds)
+        found: dict[str, dict[str, Any]] = {}
+        for name, since in oldest.items():
+            source = self._sources.get(name)
+            if source is None:
+                continue
+            try:
+                listed = await self._clients[name].actions(
+                    account_id=source.account_id,
+                    updated_from=lengow_date(max(since - LISTING_MARGIN, horizon)),
+                )
+            except LengowError as exc:
+                log.warning("action.check_failed", source=name, error=str(exc))
+                continue
+            found.update({str(item.get("id")): item for item in listed})
+        return found
+
+    async def _apply_verdicts(
+        self,
+        conn: Connection,
+        action: StoredAction,
+        parts: list[ActionPart],
+        listed: dict[str, dict[str, Any]],
     ) -> None:
+        actions = ActionRepository(conn)
+        now = datetime.now(UTC)
+        timeout = timedelta(seconds=self._settings.action_timeout_seconds)
+        for part in parts:
+            if part.state in protocol.FINAL_STATES:
+                continue
+            if protocol.too_old(part.created_at, now, timeout):
+                await actions.settle_part(
+                    part, "failed", [f"not processed by the marketplace after {timeout} (too old)"]
+                )
+                continue
+            if part.state != "sent" or part.lengow_action_id not in listed:
+                continue
+            match protocol.verdict(listed[part.lengow_action_id]):
+                case protocol.Succeeded():
+                    await actions.settle_part(part, "succeeded", [])
+                case protocol.Failed(reason=reason):
+                    await actions.settle_part(part, "failed", [reason])
+                    self._on_refusal(action.source)
+                case protocol.Waiting():
+                    pass
+
+    async def _conclude(self, conn: Connection, action: StoredAction) -> bool:
+        """Publish the command's verdict once every part has one (or one part failed)."""
+        parts = await ActionRepository(conn).parts(action.command_id)
+        outcome = protocol.command_outcome([(p.state, p.line, p.errors) for p in parts])
+        if outcome.state == "open":
+            return False
+        return await self._finish(conn, action, outcome.state, list(outcome.errors), parts)
+
+    async def _finish(
+        self,
+        conn: Connection,
+        action: StoredAction,
+        state: str,
+        errors: list[str],
+        parts: list[ActionPart],
+    ) -> bool:
+        ids = [part.lengow_action_id for part in parts if part.lengow_action_id]
         event: OrderActionSucceeded | OrderActionFailed
         if state == "succeeded":
             event = OrderActionSucceeded(
@@ -224,7 +333,7 @@ class ActionGateway:
                 marketplace_order_id=action.marketplace_order_id,
                 command_id=action.command_id,
                 action_type=action.action_type,
-                action_id=action.lengow_action_id or "",
+                action_id=",".join(ids),
             )
             type_ = EventType.ORDER_ACTION_SUCCEEDED
         else:
@@ -233,12 +342,13 @@ class ActionGateway:
                 marketplace_order_id=action.marketplace_order_id,
                 command_id=action.command_id,
                 action_type=action.action_type,
-                action_id=action.lengow_action_id,
+                action_id=",".join(ids) or None,
                 errors=errors,
             )
             type_ = EventType.ORDER_ACTION_FAILED
-        async with self._unit_of_work(conn) as uow:
-            await uow.actions.finish(action.command_id, state, errors)
+        async with GatewayUnitOfWork(self._pool, self._wake_relay, connection=conn) as uow:
+            if not await uow.actions.finish(action.command_id, state, errors):
+                return False
             await uow.outbox.add(
                 EVENTS.name,
                 Envelope[Any](
@@ -252,3 +362,4 @@ class ActionGateway:
             command_id=action.command_id,
             errors=errors,
         )
+        return True

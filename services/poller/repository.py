@@ -21,17 +21,24 @@ OrderKey = tuple[str, str]
 
 
 class PollerRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    """On the pool, or on one connection already held (a poll holds its source's lock on
+    one connection and does all its work on it: nothing waits for a second connection while
+    holding one)."""
+
+    def __init__(self, db: asyncpg.Pool | Connection) -> None:
+        self._pool = db
 
     @asynccontextmanager
-    async def source_lock(self, source: str) -> AsyncIterator[bool]:
-        """Yields True when this replica may poll ``source`` now (another one is not)."""
+    async def source_lock(self, source: str) -> AsyncIterator[PollerRepository | None]:
+        """Yields the repository bound to the lock's connection when this replica may poll
+        ``source`` now, None when another one is polling it."""
+        if not isinstance(self._pool, asyncpg.Pool):
+            raise RuntimeError("source_lock takes its own connection from the pool")
         async with (
             self._pool.acquire() as conn,
             session_lock(conn, f"lengow-orders:poll:{source}") as locked,
         ):
-            yield locked
+            yield PollerRepository(conn) if locked else None
 
     async def watermark(self, source: str) -> datetime | None:
         value: datetime | None = await self._pool.fetchval(
@@ -117,6 +124,8 @@ class PollerRepository:
 
 @dataclass(frozen=True)
 class StoredAction:
+    """A command's marketplace action, as the gateway recorded it."""
+
     command_id: str
     source: str
     marketplace: str
@@ -124,89 +133,185 @@ class StoredAction:
     action_type: str
     arguments: dict[str, Any]
     state: str
-    lengow_action_id: str | None
-    attempts: int
     correlation_id: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class ActionPart:
+    """One Lengow action of a command (one per line for line-level actions)."""
+
+    command_id: str
+    part: int
+    line: str | None
+    arguments: dict[str, Any]
+    state: str
+    lengow_action_id: str | None
+    errors: list[str]
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+
+
+def _action(row: asyncpg.Record) -> StoredAction:
+    return StoredAction(
+        command_id=row["command_id"],
+        source=row["source"],
+        marketplace=row["marketplace"],
+        marketplace_order_id=row["marketplace_order_id"],
+        action_type=row["action_type"],
+        arguments=row["arguments"],
+        state=row["state"],
+        correlation_id=row["correlation_id"],
+        created_at=row["created_at"],
+    )
+
+
+def _part(row: asyncpg.Record) -> ActionPart:
+    return ActionPart(
+        command_id=row["command_id"],
+        part=row["part"],
+        line=row["line"],
+        arguments=row["arguments"],
+        state=row["state"],
+        lengow_action_id=row["lengow_action_id"],
+        errors=list(row["errors"] or []),
+        attempts=row["attempts"],
+        created_at=row["created_at"],
+        sent_at=row["sent_at"],
+    )
 
 
 class ActionRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    @staticmethod
-    def _stored(row: asyncpg.Record) -> StoredAction:
-        return StoredAction(
-            command_id=row["command_id"],
-            source=row["source"],
-            marketplace=row["marketplace"],
-            marketplace_order_id=row["marketplace_order_id"],
-            action_type=row["action_type"],
-            arguments=row["arguments"],
-            state=row["state"],
-            lengow_action_id=row["lengow_action_id"],
-            attempts=row["attempts"],
-            correlation_id=row["correlation_id"],
-            created_at=row["created_at"],
-        )
-
     async def get(self, command_id: str) -> StoredAction | None:
         row = await self._conn.fetchrow("SELECT * FROM actions WHERE command_id = $1", command_id)
-        return None if row is None else self._stored(row)
+        return None if row is None else _action(row)
 
     async def add(
-        self, requested: OrderActionRequested, source: str, correlation_id: str | None
+        self,
+        requested: OrderActionRequested,
+        source: str,
+        correlation_id: str | None,
+        parts: list[dict[str, Any]],
     ) -> StoredAction:
-        row = await self._conn.fetchrow(
-            "INSERT INTO actions (command_id, source, marketplace, marketplace_order_id,"
-            " action_type, arguments, state, correlation_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 'sending', $7) RETURNING *",
-            requested.command_id,
-            source,
-            requested.marketplace,
-            requested.marketplace_order_id,
-            requested.action_type,
-            requested.arguments,
-            correlation_id,
-        )
+        async with self._conn.transaction():
+            row = await self._conn.fetchrow(
+                "INSERT INTO actions (command_id, source, marketplace, marketplace_order_id,"
+                " action_type, arguments, state, correlation_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, 'open', $7) RETURNING *",
+                requested.command_id,
+                source,
+                requested.marketplace,
+                requested.marketplace_order_id,
+                requested.action_type,
+                requested.arguments,
+                correlation_id,
+            )
+            await self._conn.executemany(
+                "INSERT INTO action_parts (command_id, part, line, arguments)"
+                " VALUES ($1, $2, $3, $4)",
+                [
+                    (requested.command_id, index, arguments.get("line"), arguments)
+                    for index, arguments in enumerate(parts)
+                ],
+            )
         if row is None:  # pragma: no cover - INSERT ... RETURNING always returns the row
             raise RuntimeError("the action was not recorded")
-        return self._stored(row)
+        return _action(row)
 
-    async def count_attempt(self, command_id: str) -> int:
-        attempts: int = await self._conn.fetchval(
-            "UPDATE actions SET attempts = attempts + 1, updated_at = now()"
-            " WHERE command_id = $1 RETURNING attempts",
-            command_id,
+    async def parts(self, command_id: str) -> list[ActionPart]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM action_parts WHERE command_id = $1 ORDER BY part", command_id
         )
-        return attempts
+        return [_part(row) for row in rows]
 
-    async def mark_sent(self, command_id: str, lengow_action_id: str) -> None:
+    async def start_sending(self, part: ActionPart) -> None:
+        """Recorded before the POST leaves: from now on the part is in doubt until Lengow's
+        id or verdict is known."""
         await self._conn.execute(
-            "UPDATE actions SET state = 'sent', lengow_action_id = $2, sent_at = now(),"
-            " updated_at = now() WHERE command_id = $1",
-            command_id,
+            "UPDATE action_parts SET state = 'sending', attempts = attempts + 1,"
+            " updated_at = now() WHERE command_id = $1 AND part = $2",
+            part.command_id,
+            part.part,
+        )
+
+    async def not_sent(self, part: ActionPart) -> None:
+        """The POST certainly did not reach Lengow: it may be sent later without a look."""
+        await self._conn.execute(
+            "UPDATE action_parts SET state = 'new', updated_at = now()"
+            " WHERE command_id = $1 AND part = $2 AND state = 'sending'",
+            part.command_id,
+            part.part,
+        )
+
+    async def mark_sent(self, part: ActionPart, lengow_action_id: str) -> None:
+        await self._conn.execute(
+            "UPDATE action_parts SET state = 'sent', lengow_action_id = $3, sent_at = now(),"
+            " updated_at = now() WHERE command_id = $1 AND part = $2",
+            part.command_id,
+            part.part,
             lengow_action_id,
         )
 
-    async def finish(self, command_id: str, state: str, errors: list[str]) -> None:
+    async def settle_part(self, part: ActionPart, state: str, errors: list[str]) -> bool:
+        """The part's verdict; False when another worker settled it first."""
+        done: str | None = await self._conn.fetchval(
+            "UPDATE action_parts SET state = $3, errors = $4, updated_at = now()"
+            " WHERE command_id = $1 AND part = $2 AND state NOT IN ('succeeded', 'failed')"
+            " RETURNING state",
+            part.command_id,
+            part.part,
+            state,
+            errors,
+        )
+        return done is not None
+
+    async def touch(self, part: ActionPart) -> None:
         await self._conn.execute(
-            "UPDATE actions SET state = $2, errors = $3, updated_at = now() WHERE command_id = $1",
+            "UPDATE action_parts SET updated_at = now() WHERE command_id = $1 AND part = $2",
+            part.command_id,
+            part.part,
+        )
+
+    async def finish(self, command_id: str, state: str, errors: list[str]) -> bool:
+        """The command's verdict, once: False when it was already given."""
+        done: str | None = await self._conn.fetchval(
+            "UPDATE actions SET state = $2, errors = $3, updated_at = now()"
+            " WHERE command_id = $1 AND state = 'open' RETURNING state",
             command_id,
             state,
             errors,
         )
+        return done is not None
 
-    async def touch(self, command_id: str) -> None:
-        await self._conn.execute(
-            "UPDATE actions SET updated_at = now() WHERE command_id = $1", command_id
-        )
-
-    async def to_check(self, limit: int) -> list[StoredAction]:
+    async def open_actions(self, limit: int) -> list[tuple[StoredAction, list[ActionPart]]]:
+        """Open commands and their parts, least recently looked at first."""
         rows = await self._conn.fetch(
-            "SELECT * FROM actions WHERE state = 'sent' ORDER BY updated_at LIMIT $1", limit
+            "SELECT * FROM actions WHERE state = 'open' ORDER BY updated_at LIMIT $1", limit
         )
-        return [self._stored(row) for row in rows]
+        found = [_action(row) for row in rows]
+        parts = await self._conn.fetch(
+            "SELECT * FROM action_parts WHERE command_id = ANY($1::text[]) ORDER BY part",
+            [action.command_id for action in found],
+        )
+        by_command: dict[str, list[ActionPart]] = {}
+        for row in parts:
+            by_command.setdefault(row["command_id"], []).append(_part(row))
+        await self._conn.execute(
+            "UPDATE actions SET updated_at = now() WHERE command_id = ANY($1::text[])",
+            [action.command_id for action in found],
+        )
+        return [(action, by_command.get(action.command_id, [])) for action in found]
+
+    async def known_lengow_ids(self, ids: list[str]) -> set[str]:
+        rows = await self._conn.fetch(
+            "SELECT lengow_action_id FROM action_parts WHERE lengow_action_id = ANY($1::text[])",
+            ids,
+        )
+        return {row["lengow_action_id"] for row in rows}
 
 
 class GatewayUnitOfWork(UnitOfWork):
@@ -214,3 +319,115 @@ class GatewayUnitOfWork(UnitOfWork):
 
     def bind(self, conn: Connection) -> None:
         self.actions = ActionRepository(conn)
+
+
+class MarketplaceDocuments:
+    """Lengow's marketplaces document as last read, per source."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def digest(self, source: str) -> str | None:
+        value: str | None = await self._conn.fetchval(
+            "SELECT digest FROM marketplace_documents WHERE source = $1", source
+        )
+        return value
+
+    async def save(
+        self, source: str, marketplace: str, document: dict[str, Any], digest: str, at: datetime
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO marketplace_documents (source, marketplace, document, digest, fetched_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (source) DO UPDATE SET"
+            " marketplace = excluded.marketplace, document = excluded.document,"
+            " digest = excluded.digest, fetched_at = excluded.fetched_at",
+            source,
+            marketplace,
+            document,
+            digest,
+            at,
+        )
+
+
+@dataclass(frozen=True)
+class PendingImport:
+    marketplace: str
+    marketplace_order_id: str
+    merchant_order_id: str
+    attempts: int
+
+
+class ImportRepository:
+    """Orders to mark imported at Lengow (``PATCH /v3.0/orders/moi/``)."""
+
+    def __init__(self, db: asyncpg.Pool | Connection) -> None:
+        self._db = db
+
+    async def request(
+        self, marketplace: str, order_id: str, merchant_order_id: str, *, replace: bool
+    ) -> bool:
+        """Record the id to write back; ``replace`` for an id another service asked for.
+        False when nothing new is to be written (already requested with this id)."""
+        conflict = (
+            " DO UPDATE SET merchant_order_id = excluded.merchant_order_id, state = 'pending',"
+            " attempts = 0, last_error = NULL, claimed_until = NULL, updated_at = now()"
+            " WHERE imports.merchant_order_id <> excluded.merchant_order_id"
+            if replace
+            else " DO NOTHING"
+        )
+        written: str | None = await self._db.fetchval(
+            "INSERT INTO imports (marketplace, marketplace_order_id, merchant_order_id)"
+            " VALUES ($1, $2, $3) ON CONFLICT (marketplace, marketplace_order_id)"
+            + conflict
+            + " RETURNING state",
+            marketplace,
+            order_id,
+            merchant_order_id,
+        )
+        return written is not None
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[PendingImport]:
+        """Pending orders no other replica holds and no failure holds back, held for
+        ``lease_seconds`` by this one."""
+        rows = await self._db.fetch(
+            "UPDATE imports SET claimed_until = now() + make_interval(secs => $2)"
+            " WHERE (marketplace, marketplace_order_id) IN ("
+            "  SELECT marketplace, marketplace_order_id FROM imports WHERE state = 'pending'"
+            "  AND (claimed_until IS NULL OR claimed_until < now())"
+            "  ORDER BY requested_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING marketplace, marketplace_order_id, merchant_order_id, attempts",
+            limit,
+            lease_seconds,
+        )
+        return [
+            PendingImport(
+                r["marketplace"], r["marketplace_order_id"], r["merchant_order_id"], r["attempts"]
+            )
+            for r in rows
+        ]
+
+    async def done(self, pending: PendingImport) -> None:
+        await self._db.execute(
+            "UPDATE imports SET state = 'done', done_at = now(), attempts = attempts + 1,"
+            " last_error = NULL, updated_at = now() WHERE marketplace = $1"
+            " AND marketplace_order_id = $2 AND merchant_order_id = $3",
+            pending.marketplace,
+            pending.marketplace_order_id,
+            pending.merchant_order_id,
+        )
+
+    async def attempt_failed(
+        self, pending: PendingImport, error: str, give_up: bool, retry_in: float
+    ) -> None:
+        await self._db.execute(
+            "UPDATE imports SET attempts = attempts + 1, last_error = $4, updated_at = now(),"
+            " state = CASE WHEN $5 THEN 'failed' ELSE state END,"
+            " claimed_until = now() + make_interval(secs => $6)"
+            " WHERE marketplace = $1 AND marketplace_order_id = $2 AND merchant_order_id = $3",
+            pending.marketplace,
+            pending.marketplace_order_id,
+            pending.merchant_order_id,
+            error,
+            give_up,
+            retry_in,
+        )

@@ -40,6 +40,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def whole_seconds(moment: datetime) -> datetime:
+    """Lengow's date filters carry no fractions: a window ends on the next whole second (so
+    it holds every change made until now) and the watermark is exactly what was asked for."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + timedelta(seconds=1)
+
+
 @dataclass
 class PollReport:
     source: str
@@ -73,9 +80,11 @@ class OrderSync:
         self._publish = publish
         self._clock = clock
         self._publishing = asyncio.Semaphore(settings.publish_concurrency)
+        #: When each source's last poll ended (monotonic seconds), for readiness.
+        self.last_finished: dict[str, float] = {}
 
     async def incremental(self, source: LengowSource) -> PollReport:
-        now = self._clock()
+        now = whole_seconds(self._clock())
         window = schedule.incremental_window(
             await self._repository.watermark(source.name),
             now,
@@ -92,7 +101,7 @@ class OrderSync:
         return await self.catchup(source)
 
     async def catchup(self, source: LengowSource) -> PollReport:
-        now = self._clock()
+        now = whole_seconds(self._clock())
         report = await self.poll(
             source, "catchup", schedule.catchup_window(now, self._settings.catchup_days)
         )
@@ -105,8 +114,8 @@ class OrderSync:
     ) -> PollReport:
         report = PollReport(source.name, kind, window, started_at=self._clock())
         bound = log.bind(source=source.name, poll=kind, correlation_id=report.correlation_id)
-        async with self._repository.source_lock(source.name) as mine:
-            if not mine:
+        async with self._repository.source_lock(source.name) as session:
+            if session is None:
                 report.locked_out = True
                 bound.info("poll.skipped_locked", reason="another replica is polling this source")
                 return report
@@ -125,14 +134,14 @@ class OrderSync:
                     updated_to=window.updated_to,
                     page_size=self._settings.lengow_page_size,
                 ):
-                    await self._handle_page(source, page, report)
+                    await self._handle_page(session, source, page, report)
             except LengowError as exc:
                 report.error = str(exc)
                 POLL_FAILURES.labels(source.name).inc()
                 bound.error("poll.failed", error=report.error, published=report.published)
             else:
                 if kind == "incremental":
-                    await self._repository.advance_watermark(source.name, window.updated_to)
+                    await session.advance_watermark(source.name, window.updated_to)
                 POLL_DURATION.labels(source.name, kind).observe(time.monotonic() - started)
                 POLL_LAST_SUCCESS.labels(source.name, kind).set_to_current_time()
                 bound.info(
@@ -143,11 +152,16 @@ class OrderSync:
                     malformed=report.malformed,
                     filtered=report.filtered,
                 )
-            await self._repository.record_run(report)
+            await session.record_run(report)
+        self.last_finished[source.name] = time.monotonic()
         return report
 
     async def _handle_page(
-        self, source: LengowSource, page: list[dict[str, Any]], report: PollReport
+        self,
+        session: PollerRepository,
+        source: LengowSource,
+        page: list[dict[str, Any]],
+        report: PollReport,
     ) -> None:
         report.fetched += len(page)
         parsed: list[tuple[OrderSnapshot, str]] = []
@@ -170,7 +184,7 @@ class OrderSync:
                 continue
             parsed.append((snapshot, fingerprint(raw)))
 
-        known = await self._repository.fingerprints(
+        known = await session.fingerprints(
             [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
         )
         changed = [
@@ -183,7 +197,7 @@ class OrderSync:
         await asyncio.gather(
             *(self._publish_order(snapshot, report.correlation_id) for snapshot, _ in changed)
         )
-        await self._repository.save_fingerprints(
+        await session.save_fingerprints(
             source.name, [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
         )
         report.published += len(changed)

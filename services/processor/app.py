@@ -8,20 +8,30 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
-from services.processor.commands import MANOMANO_CARRIERS, MANOMANO_REFUND_REASONS
-from services.processor.handlers import CommandHandler, handle_order_changes, read_command
+from services.processor.handlers import (
+    CommandHandler,
+    handle_order_changes,
+    read_command,
+    store_marketplace_rules,
+)
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
 from shared.amqp import AmqpPublisher
 from shared.consumers import BatchConsumer
-from shared.contracts import Envelope, EventType, OrderSnapshot
+from shared.contracts import Envelope, EventType, MarketplaceRulesChanged, OrderSnapshot
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
 from shared.observability import (
     refresh_outbox_metrics,
 )
-from shared.service import outbox_relay, service_app, service_broker, service_ops
+from shared.service import (
+    envelope_subscriber,
+    outbox_relay,
+    service_app,
+    service_broker,
+    service_ops,
+)
 from shared.settings import ServiceSettings
 from shared.topology import (
     COMMANDS,
@@ -40,11 +50,11 @@ class ProcessorSettings(ServiceSettings):
     processor_db_pool_size: int = 10
     #: Most order.changed deliveries committed in one transaction (and acknowledged at once).
     processor_batch_size: int = Field(default=500, gt=0, le=5000)
-    #: The marketplace's carriers and refund reasons commands are checked against.
-    marketplace_carriers: list[str] = Field(default_factory=lambda: list(MANOMANO_CARRIERS))
-    marketplace_refund_reasons: list[str] = Field(
-        default_factory=lambda: list(MANOMANO_REFUND_REASONS)
-    )
+    #: Carrier and refund reason codes to check commands against until Lengow's marketplaces
+    #: document has been read once (it then replaces them). None by default: a value that
+    #: cannot be checked is refused rather than sent on trust.
+    marketplace_carriers: list[str] = Field(default_factory=list)
+    marketplace_refund_reasons: list[str] = Field(default_factory=list)
 
 
 class Processor:
@@ -61,9 +71,11 @@ class Processor:
             EventType.COMMAND_ACCEPTED,
             EventType.COMMAND_REJECTED,
             EventType.ORDER_ACTION_REQUESTED,
+            EventType.ORDER_LINK_REQUESTED,
         )
         self.order_changed_queue = consumer_queue("processor.order-changed")
         self.commands_queue = consumer_queue("processor.commands")
+        self.rules_queue = consumer_queue("processor.marketplace-rules")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
@@ -119,6 +131,16 @@ class Processor:
                 )
 
             await command_consumer.run_raw(message, handle)
+
+        envelope_subscriber(
+            self.broker,
+            self.publisher,
+            self.rules_queue,
+            Envelope[MarketplaceRulesChanged],
+            lambda envelope: store_marketplace_rules(self.unit_of_work, envelope),
+            retry_delay=settings.retry_delay,
+            description="Keeps each marketplace's rules (Lengow's marketplaces document).",
+        )
 
     def described(self) -> RabbitBroker:
         """For the AsyncAPI document: the queue consumed outside FastStream."""

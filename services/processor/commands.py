@@ -1,16 +1,22 @@
 """Whether a seller's command may go to the marketplace: pure rules, no I/O.
 
-The rules are ManoMano's (mission.md): which action each status allows, and each action's
-mandatory arguments. A refusal says, in words a person can act on, what is wrong.
+What each status allows, the mandatory arguments and the accepted values come from the
+marketplace's rules (``rules.MarketplaceRules``, Lengow's marketplaces document). ManoMano's
+own rules from the seeds hold on top: carrier "Other" needs ``carrier_name`` and
+``tracking_url``; a refund needs ``refund_reason`` and ``refund_shipping_fees``. Values are sent
+as the marketplace's codes (a label is accepted on input), ``carrier_name`` only with "Other",
+and empty optional arguments are dropped, as Lengow's plugins do. A refusal says, in words a
+person can act on, what is wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.processor.lifecycle import Action, allowed_actions
+from services.processor.lifecycle import Action
+from services.processor.rules import OTHER_CARRIER, ActionRule, MarketplaceRules
 from shared.contracts import (
     AcceptOrder,
     LengowStatus,
@@ -18,30 +24,6 @@ from shared.contracts import (
     RefundOrder,
     RefuseOrder,
     ShipOrder,
-)
-
-OTHER_CARRIER = "Other"
-
-#: ManoMano's carriers, as Lengow's marketplace document lists them (settings may replace it).
-MANOMANO_CARRIERS = (
-    "Colissimo",
-    "Chronopost",
-    "DHL",
-    "DPD",
-    "GLS",
-    "TNT",
-    "UPS",
-    "Fedex",
-    "Geodis",
-    "DB Schenker",
-    OTHER_CARRIER,
-)
-MANOMANO_REFUND_REASONS = (
-    "product_unavailable",
-    "customer_cancellation",
-    "damaged_product",
-    "delivery_failure",
-    "other",
 )
 
 #: The statuses that show the marketplace carried the action out.
@@ -74,67 +56,116 @@ class Decision:
         return self.refusal is None
 
 
-def decide(
-    command: OrderCommand,
-    status: LengowStatus | None,
-    *,
-    carriers: Collection[str] = MANOMANO_CARRIERS,
-    refund_reasons: Collection[str] = MANOMANO_REFUND_REASONS,
-) -> Decision:
+def decide(command: OrderCommand, status: LengowStatus | None, rules: MarketplaceRules) -> Decision:
     action = ACTIONS[type(command)]
     order = f"order {command.marketplace_order_id}"
     if status is None:
         return Decision(action, f"{order} is unknown: no order with this id has been seen")
-    allowed = allowed_actions(status)
-    if action not in allowed:
+    allowed = rules.allowed_at(status)
+    rule = rules.action(action.value)
+    if rule is None or action.value not in allowed:
         options = ", ".join(sorted(allowed)) or "none"
         return Decision(
             action, f"{order} is {status}: {action} is not allowed (allowed now: {options})"
         )
     if isinstance(command, ShipOrder):
-        return _ship(command, action, carriers)
+        return _ship(command, action, rule, rules)
     if isinstance(command, RefundOrder):
-        return _refund(command, action, refund_reasons)
-    return Decision(action)
+        return _refund(command, action, rule, rules)
+    return _with_arguments(action, rule, rules, {})
 
 
-def _ship(command: ShipOrder, action: Action, carriers: Collection[str]) -> Decision:
-    if command.carrier not in carriers:
+def _not_accepted(rules: MarketplaceRules, rule: ActionRule, name: str, given: Any) -> str:
+    values = rule.argument(name)
+    if values is None or not values.values:
+        where = "Lengow's" if rules.from_lengow else "the configured"
+        return (
+            f"{name} {given!r} cannot be checked: {where} rules for {rules.marketplace} list no"
+            f" accepted values (has the poller read Lengow's marketplaces document?)"
+        )
+    return (
+        f"{name} {given!r} is not accepted by {rules.marketplace}; accepted: {values.described()}"
+    )
+
+
+def _with_arguments(
+    action: Action, rule: ActionRule, rules: MarketplaceRules, given: Mapping[str, Any]
+) -> Decision:
+    """Check every argument against the rule: mandatory ones present, values accepted (sent
+    as their code), empty optional ones dropped, unknown ones refused."""
+    missing = [name for name in rule.mandatory if _empty(given.get(name))]
+    if missing:
         return Decision(
             action,
-            f"carrier {command.carrier!r} is not in the marketplace's list; use one of"
-            f" {', '.join(carriers)} (or {OTHER_CARRIER!r} with carrier_name and tracking_url)",
+            f"{action} needs {', '.join(rule.mandatory)} (missing: {', '.join(missing)})",
         )
-    if command.carrier == OTHER_CARRIER:
+    arguments: dict[str, Any] = {}
+    for name, value in given.items():
+        if _empty(value):
+            continue
+        if not rule.accepts(name):
+            return Decision(action, f"{rules.marketplace} takes no {name} for {action}")
+        values = rule.argument(name)
+        if values is not None and isinstance(value, str):
+            code = values.code_of(value)
+            if code is None:
+                return Decision(action, _not_accepted(rules, rule, name, value))
+            value = code
+        arguments[name] = value
+    return Decision(action, arguments=arguments)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip()) or value == []
+
+
+def _ship(
+    command: ShipOrder, action: Action, rule: ActionRule, rules: MarketplaceRules
+) -> Decision:
+    carriers = rule.argument("carrier")
+    code = carriers.code_of(command.carrier) if carriers is not None else None
+    if code is None:
+        if carriers is None or not carriers.values:
+            return Decision(action, _not_accepted(rules, rule, "carrier", command.carrier))
+        return Decision(
+            action,
+            f"carrier {command.carrier!r} is not in the marketplace's list; accepted:"
+            f" {carriers.described()} (Other needs carrier_name and tracking_url)",
+        )
+    other = code.casefold() == OTHER_CARRIER
+    if other:
         missing = [
             name
             for name, value in (
                 ("carrier_name", command.carrier_name),
                 ("tracking_url", command.tracking_url),
             )
-            if not (value and value.strip())
+            if _empty(value)
         ]
         if missing:
             return Decision(
                 action,
-                f"carrier {OTHER_CARRIER} needs carrier_name and tracking_url"
+                "carrier Other needs carrier_name and tracking_url"
                 f" (missing: {', '.join(missing)})",
             )
-    arguments = {
-        key: value
-        for key, value in {
-            "carrier": command.carrier,
-            "carrier_name": command.carrier_name,
+    return _with_arguments(
+        action,
+        rule,
+        rules,
+        {
+            "carrier": code,
+            # Sent only with "Other": other marketplaces refuse the action otherwise.
+            "carrier_name": command.carrier_name if other else None,
             "tracking_number": command.tracking_number,
             "tracking_url": command.tracking_url,
-            "line": command.line_ids,
-        }.items()
-        if value
-    }
-    return Decision(action, arguments=arguments)
+            "line": list(command.line_ids or []),
+        },
+    )
 
 
-def _refund(command: RefundOrder, action: Action, reasons: Collection[str]) -> Decision:
+def _refund(
+    command: RefundOrder, action: Action, rule: ActionRule, rules: MarketplaceRules
+) -> Decision:
     missing = [
         name
         for name, value in (
@@ -148,15 +179,11 @@ def _refund(command: RefundOrder, action: Action, reasons: Collection[str]) -> D
             action,
             f"refund needs refund_reason and refund_shipping_fees (missing: {', '.join(missing)})",
         )
-    if command.refund_reason not in reasons:
-        return Decision(
-            action,
-            f"refund_reason {command.refund_reason!r} is not accepted; use one of"
-            f" {', '.join(reasons)}",
-        )
-    return Decision(
+    return _with_arguments(
         action,
-        arguments={
+        rule,
+        rules,
+        {
             "refund_reason": command.refund_reason,
             "refund_shipping_fees": command.refund_shipping_fees,
         },

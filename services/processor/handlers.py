@@ -14,6 +14,7 @@ from services.processor import commands, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
 from services.processor.metrics import COMMANDS, TRANSITIONS
 from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
+from services.processor.rules import MarketplaceRules
 from shared.contracts import (
     COMMAND_MODELS,
     MANOMANO_STATUS,
@@ -23,8 +24,11 @@ from shared.contracts import (
     Envelope,
     EventType,
     LengowStatus,
+    LinkOrder,
+    MarketplaceRulesChanged,
     OrderActionRequested,
     OrderCommand,
+    OrderLinkRequested,
     OrderRef,
     OrderShipped,
     OrderSnapshot,
@@ -283,8 +287,22 @@ def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) 
     )
 
 
+async def store_marketplace_rules(
+    new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[MarketplaceRulesChanged]
+) -> None:
+    """Keep the newest rules Lengow gave for the marketplace; commands are checked by them."""
+    changed = envelope.data
+    MarketplaceRules.from_document(changed.marketplace, changed.rules)  # readable, or raises
+    async with new_uow() as uow:
+        saved = await uow.rules.save(
+            changed.marketplace, changed.source, changed.rules, changed.fetched_at
+        )
+    log.info("marketplace.rules_stored", marketplace=changed.marketplace, newer=saved)
+
+
 class CommandHandler:
-    """Validates commands against the order's status and answers each one, once."""
+    """Validates commands against the order's status and the marketplace's rules, and
+    answers each one, once."""
 
     def __init__(
         self,
@@ -293,9 +311,19 @@ class CommandHandler:
         carriers: Collection[str],
         refund_reasons: Collection[str],
     ) -> None:
+        """``carriers`` and ``refund_reasons``: the configured values, used only until
+        Lengow's marketplaces document has been read once."""
         self._new_uow = new_uow
         self._carriers = carriers
         self._refund_reasons = refund_reasons
+
+    async def _rules(self, uow: ProcessorUnitOfWork, marketplace: str) -> MarketplaceRules:
+        stored = await uow.rules.get(marketplace)
+        if stored is not None:
+            return MarketplaceRules.from_document(marketplace, stored)
+        return MarketplaceRules.fallback(
+            marketplace, carriers=self._carriers, refund_reasons=self._refund_reasons
+        )
 
     async def handle(self, received: ReceivedCommand) -> None:
         async with self._new_uow() as uow:
@@ -316,23 +344,64 @@ class CommandHandler:
             command = received.command
             await uow.orders.lock(command)
             state = await uow.orders.get(command)
+            if isinstance(command, LinkOrder):
+                await self._link(uow, received, command, state is not None)
+                return
             decision = commands.decide(
                 command,
                 state.status if state else None,
-                carriers=self._carriers,
-                refund_reasons=self._refund_reasons,
+                await self._rules(uow, command.marketplace),
             )
             if decision.refusal is not None:
-                await self._reject(uow, received, decision.refusal, decision)
+                await self._reject(uow, received, decision.refusal, decision.arguments)
                 return
-            await self._accept(uow, received, command, decision)
+            await self._accept(
+                uow,
+                received,
+                command,
+                decision.arguments,
+                EventType.ORDER_ACTION_REQUESTED,
+                OrderActionRequested(
+                    marketplace=command.marketplace,
+                    marketplace_order_id=command.marketplace_order_id,
+                    command_id=command.command_id,
+                    action_type=decision.action.value,
+                    arguments=decision.arguments,
+                ),
+            )
+
+    async def _link(
+        self, uow: ProcessorUnitOfWork, received: ReceivedCommand, command: LinkOrder, known: bool
+    ) -> None:
+        """Nothing to ask the marketplace: the poller writes the id back to Lengow."""
+        if not known:
+            reason = f"order {command.marketplace_order_id} is unknown: no order with this id"
+            await self._reject(uow, received, reason + " has been seen")
+            return
+        arguments = {"merchant_order_id": command.merchant_order_id}
+        await self._accept(
+            uow,
+            received,
+            command,
+            arguments,
+            EventType.ORDER_LINK_REQUESTED,
+            OrderLinkRequested(
+                marketplace=command.marketplace,
+                marketplace_order_id=command.marketplace_order_id,
+                command_id=command.command_id,
+                merchant_order_id=command.merchant_order_id,
+            ),
+        )
+        await uow.commands.complete_many([command.command_id])
 
     async def _accept(
         self,
         uow: ProcessorUnitOfWork,
         received: ReceivedCommand,
         command: OrderCommand,
-        decision: commands.Decision,
+        arguments: dict[str, Any],
+        follow_type: EventType,
+        follow: BaseModel,
     ) -> None:
         assert received.envelope is not None
         answer = CommandAccepted(
@@ -345,7 +414,7 @@ class CommandHandler:
             command_id=command.command_id,
             command_type=received.command_type,
             ref=command,
-            arguments=decision.arguments,
+            arguments=arguments,
             outcome="accepted",
             reason=None,
             answer_type=EventType.COMMAND_ACCEPTED,
@@ -353,29 +422,16 @@ class CommandHandler:
             message_id=received.envelope.id,
         )
         await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
-        await uow.outbox.add(
-            EVENTS.name,
-            self._follow(
-                received,
-                EventType.ORDER_ACTION_REQUESTED,
-                OrderActionRequested(
-                    marketplace=command.marketplace,
-                    marketplace_order_id=command.marketplace_order_id,
-                    command_id=command.command_id,
-                    action_type=decision.action.value,
-                    arguments=decision.arguments,
-                ),
-            ),
-        )
+        await uow.outbox.add(EVENTS.name, self._follow(received, follow_type, follow))
         COMMANDS.labels("accepted").inc()
-        log.info("command.accepted", command_id=command.command_id, action=decision.action)
+        log.info("command.accepted", command_id=command.command_id, follow=follow_type)
 
     async def _reject(
         self,
         uow: ProcessorUnitOfWork,
         received: ReceivedCommand,
         reason: str,
-        decision: commands.Decision | None = None,
+        arguments: dict[str, Any] | None = None,
     ) -> None:
         answer = CommandRejected(
             command_id=received.command_id,
@@ -389,7 +445,7 @@ class CommandHandler:
                 command_id=received.command_id,
                 command_type=received.command_type,
                 ref=received.ref,
-                arguments=decision.arguments if decision else {},
+                arguments=arguments or {},
                 outcome="rejected",
                 reason=reason,
                 answer_type=EventType.COMMAND_REJECTED,

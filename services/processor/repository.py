@@ -233,10 +233,42 @@ class CommandRepository:
             )
 
 
+class MarketplaceRulesRepository:
+    """Lengow's rules per marketplace, the newest read kept."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def get(self, marketplace: str) -> dict[str, Any] | None:
+        rules: dict[str, Any] | None = await self._conn.fetchval(
+            "SELECT rules FROM marketplace_rules WHERE marketplace = $1", marketplace
+        )
+        return rules
+
+    async def save(
+        self, marketplace: str, source: str, rules: dict[str, Any], fetched_at: datetime
+    ) -> bool:
+        """False when a newer read is already stored."""
+        saved: str | None = await self._conn.fetchval(
+            "INSERT INTO marketplace_rules (marketplace, source, rules, fetched_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (marketplace) DO UPDATE SET"
+            " source = excluded.source, rules = excluded.rules,"
+            " fetched_at = excluded.fetched_at, received_at = now()"
+            " WHERE marketplace_rules.fetched_at <= excluded.fetched_at RETURNING marketplace",
+            marketplace,
+            source,
+            rules,
+            fetched_at,
+        )
+        return saved is not None
+
+
 class ProcessorUnitOfWork(UnitOfWork):
     orders: OrderRepository
     commands: CommandRepository
+    rules: MarketplaceRulesRepository
 
     def bind(self, conn: Connection) -> None:
         self.orders = OrderRepository(conn)
         self.commands = CommandRepository(conn)
+        self.rules = MarketplaceRulesRepository(conn)

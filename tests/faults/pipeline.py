@@ -33,6 +33,9 @@ QUEUES = (
     "processor.commands",
     "notifier.order-shipped",
     "poller.action-requested",
+    "poller.order-recorded",
+    "poller.order-linked",
+    "processor.marketplace-rules",
     "poller.sync",
 )
 MODULES = {
@@ -78,7 +81,7 @@ class Pipeline:
                 fulfillment=index % 11 == 0,
                 missing_email=index % 17 == 0,
             )
-        self.sandbox_app = create_sandbox(marketplace=marketplace, page_size=500)
+        self.sandbox_app = create_sandbox(marketplace=marketplace)
         self.sandbox_runner = await serve(self.sandbox_app)
         for service in ("processor", "notifier", "poller"):
             for _ in range(self.replicas):
@@ -101,7 +104,7 @@ class Pipeline:
                     }
                 ]
             ),
-            "LENGOW_PAGE_SIZE": "500",
+            "LENGOW_PAGE_SIZE": "100",
             "LENGOW_BACKOFF_SECONDS": "0.2",
             "POLL_INTERVAL_SECONDS": "1",
             "SMTP_PORT": str(self.sink.port),

@@ -3,12 +3,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from aiohttp import web
 
-from sandbox.marketplace import Marketplace
+from sandbox.marketplace import MARKETPLACE, MARKETPLACE_DOCUMENT, Marketplace
 from sandbox.server import base_url, create_sandbox, sandbox_state, serve
 from services.notifier.app import Notifier
 from services.notifier.app import create_app as notifier_app
@@ -28,6 +29,8 @@ PROCESSOR_QUEUES = (
     "processor.order-changed.dlq",
     "processor.commands",
     "processor.commands.dlq",
+    "processor.marketplace-rules",
+    "processor.marketplace-rules.dlq",
 )
 
 
@@ -46,7 +49,41 @@ async def processor(amqp_url: str, database_url: str) -> AsyncIterator[Processor
     app = create_app(settings)
     async with app:
         processor: Processor = app.context.get("processor")
+        await publish_rules(amqp_url, processor)
         yield processor
+
+
+async def publish_rules(
+    amqp_url: str, processor: Processor, marketplace: str = MARKETPLACE
+) -> None:
+    """What the poller publishes once it read Lengow's marketplaces document (the sandbox's),
+    and wait until the processor stored it."""
+    rules = MARKETPLACE_DOCUMENT[marketplace]
+    await publish(
+        amqp_url,
+        "orders.events",
+        "marketplace.rules_changed",
+        encode(
+            envelope(
+                {
+                    "marketplace": marketplace,
+                    "source": "ManoMano Standard",
+                    "fetched_at": datetime.now(UTC).isoformat(),
+                    "rules": rules,
+                },
+                "marketplace.rules_changed",
+                source="poller",
+            )
+        ),
+    )
+    for _ in range(200):
+        async with processor.pool.acquire() as conn:
+            if await conn.fetchval(
+                "SELECT 1 FROM marketplace_rules WHERE marketplace = $1", marketplace
+            ):
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the processor never stored the marketplace's rules")
 
 
 @pytest.fixture
@@ -64,6 +101,10 @@ POLLER_QUEUES = (
     "poller.sync.dlq",
     "poller.action-requested",
     "poller.action-requested.dlq",
+    "poller.order-recorded",
+    "poller.order-recorded.dlq",
+    "poller.order-linked",
+    "poller.order-linked.dlq",
 )
 
 

@@ -106,7 +106,9 @@ async def test_valid_ship_commands_are_accepted(
     amqp_url: str, processor: Processor, db: asyncpg.Connection
 ) -> None:
     await order_at(amqp_url, db, "waiting_shipment")
-    listed = await ask(amqp_url, command("order.ship", carrier="DPD", tracking_number="DPD1"))
+    listed = await ask(
+        amqp_url, command("order.ship", carrier="DPD Predict", tracking_number="DPD1")
+    )
     other = await ask(
         amqp_url,
         command(
@@ -117,6 +119,43 @@ async def test_valid_ship_commands_are_accepted(
         ),
     )
     assert (listed["type"], other["type"]) == ("command.accepted", "command.accepted")
+
+
+async def test_ship_is_checked_against_the_carriers_of_lengows_marketplace_document(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """The processor fixture published the sandbox's document as the poller does."""
+    await order_at(amqp_url, db, "waiting_shipment")
+    async with recording(amqp_url, "orders.events", "order.action_requested") as events:
+        by_code = await ask(amqp_url, command("order.ship", carrier="dpd_predict"))
+        by_label = await ask(amqp_url, command("order.ship", carrier="DPD Predict"))
+        await events.wait_for(lambda r: len(r.messages) == 2)
+    assert (by_code["type"], by_label["type"]) == ("command.accepted", "command.accepted")
+    sent = [m["data"]["arguments"]["carrier"] for m in events.messages]
+    assert sent == ["dpd_predict", "dpd_predict"]  # the code, never the label
+
+    outside = await ask(amqp_url, command("order.ship", carrier="Pigeon voyageur"))
+    assert outside["type"] == "command.rejected"
+    reason = outside["data"]["reason"]
+    assert "carrier 'Pigeon voyageur' is not in the marketplace's list" in reason
+    assert "dpd_predict (DPD Predict)" in reason
+    assert "colissimo (Colissimo)" in reason
+
+
+async def test_link_writes_another_services_id_back(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_shipment")
+    async with recording(amqp_url, "orders.events", "order.link_requested") as events:
+        answer = await ask(amqp_url, command("order.link", merchant_order_id="ERP-1234"))
+        await events.wait_for(lambda r: len(r.messages) == 1)
+    assert answer["type"] == "command.accepted"
+    assert events.messages[0]["data"]["merchant_order_id"] == "ERP-1234"
+    unknown = await ask(
+        amqp_url,
+        command("order.link", merchant_order_id="ERP-9", marketplace_order_id="M-nope"),
+    )
+    assert unknown["type"] == "command.rejected"
 
 
 async def test_unknown_order_and_malformed_json_are_rejected(

@@ -193,3 +193,65 @@ async def test_commands_drive_an_order_from_acceptance_to_its_invoice(
         ("waiting_shipment", "command", "order.accept-1"),
         ("shipped", "command", "order.ship-1"),
     ]
+
+
+async def test_every_order_recorded_is_marked_imported_once(
+    amqp_url: str,
+    sandbox: RunningSandbox,
+    processor: Processor,
+    db: asyncpg.Connection,
+    poller_factory: Callable[..., Awaitable[Poller]],
+) -> None:
+    start = now() - timedelta(hours=2)
+    for index in range(80):
+        sandbox.marketplace.create_order(at=start + timedelta(seconds=index))
+    poller = await poller_factory()
+    await poller.broker.start()  # consumes order.status_changed and order.link_requested
+    source = poller.settings.lengow_sources[0]
+    await poller.sync.incremental(source)
+    await wait_until_stored(processor, db, sandbox.statuses())
+    # Orders move on and are read again (and the catch-up reads them all): no new marking.
+    sandbox.marketplace.advance(now(), share=0.5)
+    await poller.sync.incremental(source)
+    await poller.sync.catchup(source)
+    await wait_until_stored(processor, db, sandbox.statuses())
+
+    ids = set(sandbox.marketplace.orders)
+    marking = asyncio.create_task(poller.run_import_marking())
+    for _ in range(200):
+        if set(sandbox.marketplace.moi_calls) == ids:
+            break
+        await asyncio.sleep(0.05)
+    assert await poller.imports.mark_pending() == 0  # nothing is left to mark
+    assert dict(sandbox.marketplace.moi_calls) == dict.fromkeys(ids, 1)
+    merchant_ids = {o.raw["merchant_order_id"][0] for o in sandbox.marketplace.orders.values()}
+    assert len(merchant_ids) == len(ids)  # our own id, one for each order
+    assert all(merchant_id.startswith("LO-") for merchant_id in merchant_ids)
+
+    # Another service links an order to its own id: written back once more, with that id.
+    order_id = sorted(ids)[0]
+    answer = await request(
+        amqp_url,
+        "orders.commands",
+        "order.link",
+        encode(
+            envelope(
+                {
+                    "command_id": "link-1",
+                    "marketplace": "manomano_fr",
+                    "marketplace_order_id": order_id,
+                    "merchant_order_id": "ERP-0042",
+                },
+                "order.link",
+                source="erp",
+            )
+        ),
+    )
+    assert answer["type"] == "command.accepted"
+    for _ in range(200):
+        if sandbox.marketplace.orders[order_id].raw["merchant_order_id"] == ["ERP-0042"]:
+            break
+        await asyncio.sleep(0.05)
+    marking.cancel()
+    assert sandbox.marketplace.orders[order_id].raw["merchant_order_id"] == ["ERP-0042"]
+    assert sandbox.marketplace.moi_calls[order_id] == 2

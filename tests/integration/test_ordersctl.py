@@ -6,15 +6,19 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
+from sandbox.marketplace import now
+from services.poller.app import Poller
 from services.processor.app import Processor
 from tests.bus import publish
 from tests.factories import ORDER, encode, envelope, order_snapshot
-from tests.integration.conftest import order_at
+from tests.integration.conftest import RunningSandbox, order_at
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +115,30 @@ async def test_dead_letters_are_listed_and_replayed(
             break
         await asyncio.sleep(0.05)
     assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_acceptance"
+
+
+async def test_show_tells_whether_the_order_is_marked_imported_at_lengow(
+    amqp_url: str,
+    database_url: str,
+    processor: Processor,
+    db: asyncpg.Connection,
+    sandbox: RunningSandbox,
+    poller_factory: Callable[..., Awaitable[Poller]],
+) -> None:
+    order = sandbox.marketplace.create_order(at=now() - timedelta(minutes=5))
+    poller = await poller_factory()
+    await poller.broker.start()
+    await poller.sync.incremental(poller.settings.lengow_sources[0])
+    for _ in range(200):
+        await poller.imports.mark_pending()
+        if sandbox.marketplace.moi_calls[order.id]:
+            break
+        await asyncio.sleep(0.05)
+    code, output = await ordersctl(amqp_url, database_url, "--json", "show", order.id)
+    assert code == 0, output
+    imported = json.loads(output)["lengow_import"]
+    assert imported["state"] == "done"
+    assert (
+        imported["merchant_order_id"]
+        == sandbox.marketplace.orders[order.id].raw["merchant_order_id"][0]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -171,7 +172,7 @@ async def test_bad_credentials_give_a_clear_error(
     assert "refused the credentials" in report.error
     assert sandbox.calls("POST /access/get_token") == 1  # not retried
     with pytest.raises(LengowCredentialsError):
-        await poller._clients["Wrong"].request("GET", "/v3.0/orders")
+        await poller._clients["Wrong"].get("/v3.0/orders")
 
 
 async def test_malformed_orders_are_skipped_and_the_poll_goes_on(
@@ -320,3 +321,65 @@ async def test_orders_changing_during_the_read_are_not_skipped(
     assert set(ids[1:]) <= {order_id for _, order_id in published}
     assert report.error is None
     assert sandbox.calls("GET /v3.0/orders") > 3  # the window was read again
+
+
+async def test_a_catchup_larger_than_the_budget_is_throttled_never_refused(
+    sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """Lengow allows so many calls per route and window; the client spends within it."""
+    sandbox.state.rate_limit, sandbox.state.rate_window = 10, 2.0
+    create_orders(sandbox, 600, minutes_ago=2 * 24 * 60)
+    poller = await poller_factory(
+        lengow_page_size=20, lengow_calls_per_minute=9, lengow_budget_window_seconds=2.0
+    )
+    started = time.monotonic()
+    report = await poller.sync.catchup(source(poller))
+    elapsed = time.monotonic() - started
+    assert report.error is None
+    assert report.published == 600
+    pages = sandbox.calls("GET /v3.0/orders")
+    assert pages >= 30
+    assert dict(sandbox.state.rate_limited) == {}  # not one 429
+    assert elapsed >= 2.0 * (pages // 9)  # it waited for its budget instead
+
+
+async def test_each_source_polls_on_its_own_schedule(
+    sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """A source stuck in a long read never holds back another's poll; readiness says which."""
+    sources = [
+        {
+            "name": name,
+            "account_id": 1000,
+            "access_token": "sandbox-access-token",
+            "secret": "sandbox-secret",
+        }
+        for name in ("ManoMano Fulfillment", "ManoMano Standard")
+    ]
+    poller = await poller_factory(
+        lengow_sources=sources, poll_interval_seconds=0.2, lengow_timeout_seconds=0.3
+    )
+    stuck = asyncio.Event()
+
+    async def never_ending(**_: object):  # type: ignore[no-untyped-def]
+        stuck.set()
+        await asyncio.Event().wait()
+        yield []
+
+    poller._clients["ManoMano Fulfillment"].order_pages = never_ending  # type: ignore[method-assign]
+    create_orders(sandbox, 3)
+    poller._started_at = time.monotonic()
+    tasks = [asyncio.create_task(poller.run_schedule(s)) for s in poller.settings.lengow_sources]
+    try:
+        await asyncio.wait_for(stuck.wait(), 5)
+        await asyncio.sleep(1.5)
+        assert "ManoMano Fulfillment" not in poller.sync.last_finished
+        runs = await poller.pool().fetchval(
+            "SELECT count(*) FROM poll_runs WHERE source = 'ManoMano Standard'"
+        )
+        assert runs >= 3  # polled again and again meanwhile
+        with pytest.raises(TimeoutError, match="ManoMano Fulfillment is overdue"):
+            await poller.polls_check()
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from services.processor.commands import decide
+from services.processor.commands import Decision
+from services.processor.commands import decide as decide_with
 from services.processor.lifecycle import Action
+from services.processor.rules import MarketplaceRules
 from shared.contracts import (
     AcceptOrder,
     LengowStatus,
@@ -14,6 +19,17 @@ from shared.contracts import (
 )
 
 S = LengowStatus
+#: Lengow's document in the contract fixtures: codes (CLSM, OTHER...) differ from labels.
+DOCUMENT = json.loads(
+    (Path(__file__).parents[1] / "contract" / "fixtures" / "marketplaces.json").read_text()
+)
+RULES = MarketplaceRules.from_document("manomano_fr", DOCUMENT["manomano_fr"])
+
+
+def decide(command: OrderCommand, status: LengowStatus | None) -> Decision:
+    return decide_with(command, status, RULES)
+
+
 REF = {"marketplace": "manomano_fr", "marketplace_order_id": "M1", "command_id": "c-1"}
 
 COMMANDS: dict[Action, OrderCommand] = {
@@ -47,9 +63,42 @@ def test_unknown_order_is_refused() -> None:
     assert decision.refusal == "order M1 is unknown: no order with this id has been seen"
 
 
-def test_ship_with_a_listed_carrier_passes_the_lengow_arguments() -> None:
-    decision = decide(COMMANDS[Action.SHIP], S.WAITING_SHIPMENT)
-    assert decision.arguments == {"carrier": "Colissimo", "tracking_number": "6A123"}
+def test_ship_with_a_listed_carrier_passes_the_lengow_arguments_with_its_code() -> None:
+    decision = decide(COMMANDS[Action.SHIP], S.WAITING_SHIPMENT)  # "Colissimo", the label
+    assert decision.arguments == {"carrier": "CLSM", "tracking_number": "6A123"}
+    by_code = decide(ShipOrder(**REF, carrier="CLSM"), S.WAITING_SHIPMENT)
+    assert by_code.arguments == {"carrier": "CLSM"}
+
+
+def test_carrier_name_is_sent_only_with_other() -> None:
+    command = ShipOrder(**REF, carrier="Colissimo", carrier_name="La Poste")
+    assert "carrier_name" not in decide(command, S.WAITING_SHIPMENT).arguments
+
+
+def test_ship_with_a_carrier_outside_the_document_lists_the_accepted_values() -> None:
+    decision = decide(ShipOrder(**REF, carrier="Pigeon voyageur"), S.WAITING_SHIPMENT)
+    assert decision.refusal is not None
+    assert "CLSM (Colissimo)" in decision.refusal
+    assert "OTHER (Other)" in decision.refusal
+
+
+def test_line_level_ship_keeps_each_line() -> None:
+    command = ShipOrder(**REF, carrier="DPD", line_ids=["M1-1", "M1-2"])
+    decision = decide(command, S.WAITING_SHIPMENT)
+    assert decision.arguments == {"carrier": "DPD_FR", "line": ["M1-1", "M1-2"]}
+
+
+def test_before_lengows_document_is_read_values_cannot_be_checked_and_are_refused() -> None:
+    fallback = MarketplaceRules.fallback("manomano_fr", carriers=[], refund_reasons=[])
+    decision = decide_with(COMMANDS[Action.SHIP], S.WAITING_SHIPMENT, fallback)
+    assert decision.refusal is not None
+    assert "cannot be checked" in decision.refusal
+    configured = MarketplaceRules.fallback(
+        "manomano_fr", carriers=["colissimo"], refund_reasons=["other"]
+    )
+    assert decide_with(
+        ShipOrder(**REF, carrier="Colissimo"), S.WAITING_SHIPMENT, configured
+    ).arguments == {"carrier": "colissimo"}
 
 
 def test_ship_with_other_and_both_fields() -> None:

@@ -1,0 +1,123 @@
+"""Marking orders imported at Lengow (``PATCH /v3.0/orders/moi/``), as every Lengow client does
+once an order is in the shop: Lengow's back office then shows it integrated, and
+``merchant_order_id=None`` stops returning it.
+
+An order is marked once the processor has recorded it (its first ``order.status_changed``),
+with our own stable merchant order id, or with the id another service sends in an
+``order.link`` command. The request is recorded and acknowledged at once; one loop marks what
+is pending, at the pace of the budget it shares with the polls (``moi`` counts as
+``/v3.0/orders`` at Lengow), behind them, since a poll matters more than a back-office flag.
+Each order is claimed by one replica at a time. The PATCH sets the same list each time, so a
+retry after a doubt is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+
+import asyncpg
+
+from services.poller.lengow import LengowClient, LengowError
+from services.poller.repository import ImportRepository, PendingImport, PollerRepository
+from services.poller.settings import LengowSource, PollerSettings
+from shared.contracts import Envelope, OrderLinkRequested, OrderStatusChanged
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def merchant_order_id(marketplace: str, order_id: str) -> str:
+    """Our own id for an order: stable (the same order always gets the same one) and short."""
+    digest = hashlib.sha256(f"{marketplace}\x1f{order_id}".encode()).hexdigest()
+    return f"LO-{digest[:16].upper()}"
+
+
+class ImportMarker:
+    def __init__(
+        self, settings: PollerSettings, pool: asyncpg.Pool, clients: dict[str, LengowClient]
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._clients = clients
+        self._sources = {source.name: source for source in settings.lengow_sources}
+        self._wanted = asyncio.Event()
+
+    async def on_order_recorded(self, envelope: Envelope[OrderStatusChanged]) -> None:
+        changed = envelope.data
+        if changed.kind != "initial":
+            return
+        merchant_id = merchant_order_id(changed.marketplace, changed.marketplace_order_id)
+        await self._request(changed.marketplace, changed.marketplace_order_id, merchant_id, False)
+
+    async def on_link_requested(self, envelope: Envelope[OrderLinkRequested]) -> None:
+        link = envelope.data
+        await self._request(
+            link.marketplace, link.marketplace_order_id, link.merchant_order_id, True
+        )
+
+    async def _request(
+        self, marketplace: str, order_id: str, merchant_id: str, replace: bool
+    ) -> None:
+        if await ImportRepository(self._pool).request(
+            marketplace, order_id, merchant_id, replace=replace
+        ):
+            self._wanted.set()
+
+    async def mark_pending(self) -> int:
+        """Mark every pending order that is due; returns how many are now marked."""
+        marked = 0
+        lease = max(self._settings.import_retry_seconds, 30.0)
+        while claimed := await ImportRepository(self._pool).claim(100, lease):
+            for item in claimed:
+                marked += int(await self._mark(item))
+        return marked
+
+    async def run(self) -> None:
+        """Marks what is pending as soon as it is requested, and retries failures."""
+        while True:
+            self._wanted.clear()
+            try:
+                await self.mark_pending()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("order.import_marking_paused", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wanted.wait(), max(self._settings.import_retry_seconds, 1.0)
+                )
+
+    async def _source_for(self, marketplace: str, order_id: str) -> LengowSource | None:
+        name = await PollerRepository(self._pool).source_of(marketplace, order_id)
+        if name in self._sources:
+            return self._sources[name]
+        return next((s for s in self._sources.values() if s.marketplace == marketplace), None)
+
+    async def _mark(self, item: PendingImport) -> bool:
+        imports = ImportRepository(self._pool)
+        bound = log.bind(
+            order_id=item.marketplace_order_id, merchant_order_id=item.merchant_order_id
+        )
+        source = await self._source_for(item.marketplace, item.marketplace_order_id)
+        if source is None:
+            await imports.attempt_failed(item, "no Lengow source for this marketplace", True, 0)
+            bound.error("order.import_unmarkable", reason="no Lengow source for the marketplace")
+            return False
+        try:
+            await self._clients[source.name].mark_imported(
+                background=True,
+                account_id=source.account_id,
+                marketplace=item.marketplace,
+                marketplace_order_id=item.marketplace_order_id,
+                merchant_id=item.merchant_order_id,
+            )
+        except LengowError as exc:
+            give_up = item.attempts + 1 >= self._settings.import_max_attempts
+            await imports.attempt_failed(
+                item, str(exc), give_up, self._settings.import_retry_seconds
+            )
+            bound.warning("order.import_mark_failed", error=str(exc), gave_up=give_up)
+            return False
+        await imports.done(item)
+        bound.info("order.marked_imported")
+        return True
