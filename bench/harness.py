@@ -72,6 +72,7 @@ ALL_QUEUES = (
     "poller.order-recorded",
     "poller.order-linked",
     "processor.marketplace-rules",
+    "processor.action-failed",
     "poller.sync",
 )
 

@@ -167,6 +167,8 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
         ),
         "LENGOW_PAGE_SIZE": "100",
         "POLL_INTERVAL_SECONDS": "3600",
+        # The first poll reads the 3 days: the daily catch-up right after would read them again.
+        "CATCHUP_TIME": "23:59:59",
         "PROCESSOR_OPS_PORT": "0",
         "POLLER_OPS_PORT": "0",
     }

@@ -27,10 +27,12 @@ def document() -> str:
     # Building the services connects to nothing; only their brokers' declarations are read.
     processor = Processor(ProcessorSettings())
     notifier = Notifier(NotifierSettings())
+    poller = Poller(PollerSettings())
     brokers = [
         processor.broker,
         processor.described(),
-        Poller(PollerSettings()).broker,
+        poller.broker,
+        poller.described(),
         notifier.broker,
         notifier.described(),
     ]

@@ -95,15 +95,25 @@ def _command(type_: CommandType, order_id: str, command_id: str | None, **fields
         "marketplace_order_id": order_id,
         **{key: value for key, value in fields.items() if value is not None},
     }
-    answer = run(
-        send_command(
-            settings().amqp_url.get_secret_value(),
-            type_,
-            data,
-            source="ordersctl",
-            answer_within=state.timeout,
+    try:
+        answer = run(
+            send_command(
+                settings().amqp_url.get_secret_value(),
+                type_,
+                data,
+                source="ordersctl",
+                answer_within=state.timeout,
+            )
         )
-    )
+    except typer.Exit:
+        # No answer: the command may still be carried out. Its id is the way to ask again
+        # without doing it twice.
+        errors.print(
+            f"command {data['command_id']} may still be carried out: run the same command"
+            f" again with --command-id {data['command_id']} to learn its outcome (it is never"
+            " done twice)"
+        )
+        raise
     accepted = answer.type == EventType.COMMAND_ACCEPTED
     text = (
         f"[green]accepted[/green]: {type_} {order_id} (command {data['command_id']})"

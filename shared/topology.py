@@ -32,6 +32,7 @@ CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
     "poller.order-recorded": (EVENTS, "order.status_changed", 20),
     "poller.order-linked": (EVENTS, "order.link_requested", 20),
     "processor.marketplace-rules": (EVENTS, "marketplace.rules_changed", 20),
+    "processor.action-failed": (EVENTS, "order.action_failed", 20),
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 from faststream import FastStream
-from faststream.rabbit import RabbitQueue
+from faststream.rabbit import RabbitBroker, RabbitQueue
 
 from services.poller import schedule
 from services.poller.gateway import ActionGateway
@@ -22,6 +22,7 @@ from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
 from shared.amqp import AmqpPublisher
+from shared.consumers import BatchConsumer
 from shared.contracts import (
     Envelope,
     EventType,
@@ -44,6 +45,7 @@ from shared.topology import (
     EVENTS,
     consumer_queue,
     declare_topology,
+    described_consumer,
     document_events,
 )
 
@@ -83,14 +85,6 @@ class Poller:
         self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.ops = service_ops(
-            "poller",
-            settings,
-            settings.poller_ops_port,
-            self.broker,
-            self.pool,
-            checks={"polls": self.polls_check, "actions": self.actions_check},
-        )
 
         def subscribe(queue: RabbitQueue, model: Any, handler: Any, description: str) -> None:
             envelope_subscriber(
@@ -103,11 +97,25 @@ class Poller:
                 description=description,
             )
 
-        subscribe(
+        # As many order.status_changed as orders in a catch-up: consumed in batches.
+        self.recorded = BatchConsumer(
+            settings.amqp_url.get_secret_value(),
             self.recorded_queue,
             Envelope[OrderStatusChanged],
-            lambda envelope: self.imports.on_order_recorded(envelope),
-            "Marks each order the processor recorded as imported at Lengow (moi).",
+            lambda envelopes: self.imports.on_orders_recorded(envelopes),
+            self.publisher,
+            prefetch=1000,
+            max_batch=500,
+            retry_delay=settings.retry_delay,
+        )
+        self.ops = service_ops(
+            "poller",
+            settings,
+            settings.poller_ops_port,
+            self.broker,
+            self.pool,
+            checks={"polls": self.polls_check, "actions": self.actions_check},
+            consumer=self.recorded,
         )
         subscribe(
             self.linked_queue,
@@ -195,6 +203,7 @@ class Poller:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        await self.recorded.start()
         await self.ops.start()
         self._started_at = time.monotonic()
         self._tasks = [
@@ -215,6 +224,16 @@ class Poller:
             interval_seconds=self.settings.poll_interval_seconds,
         )
 
+    def described(self) -> RabbitBroker:
+        """For the AsyncAPI document: the queue consumed outside FastStream."""
+        return described_consumer(
+            self.settings.amqp_url.get_secret_value(),
+            self.recorded_queue,
+            Envelope[OrderStatusChanged],
+            "Marks each order the processor recorded as imported at Lengow (PATCH"
+            " /v3.0/orders/moi/); consumed in batches.",
+        )
+
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise RuntimeError("the poller is not started")
@@ -222,6 +241,7 @@ class Poller:
 
     async def close(self) -> None:
         await self.ops.stop()
+        await self.recorded.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Sequence
 
 import asyncpg
 
-from services.poller.lengow import LengowClient, LengowError
+from services.poller.lengow import LengowClient, LengowError, LengowNotFoundError
 from services.poller.repository import ImportRepository, PendingImport, PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from shared.contracts import Envelope, OrderLinkRequested, OrderStatusChanged
@@ -44,12 +45,20 @@ class ImportMarker:
         self._sources = {source.name: source for source in settings.lengow_sources}
         self._wanted = asyncio.Event()
 
-    async def on_order_recorded(self, envelope: Envelope[OrderStatusChanged]) -> None:
-        changed = envelope.data
-        if changed.kind != "initial":
-            return
-        merchant_id = merchant_order_id(changed.marketplace, changed.marketplace_order_id)
-        await self._request(changed.marketplace, changed.marketplace_order_id, merchant_id, False)
+    async def on_orders_recorded(self, envelopes: Sequence[Envelope[OrderStatusChanged]]) -> None:
+        """A batch of ``order.status_changed``: the first of each order asks for its marking
+        (a 3-day catch-up brings 100,000 of them; one INSERT a batch)."""
+        rows = {
+            (changed.marketplace, changed.marketplace_order_id): merchant_order_id(
+                changed.marketplace, changed.marketplace_order_id
+            )
+            for changed in (envelope.data for envelope in envelopes)
+            if changed.kind == "initial"
+        }
+        if await ImportRepository(self._pool).request_many(
+            [(marketplace, order_id, ours) for (marketplace, order_id), ours in rows.items()]
+        ):
+            self._wanted.set()
 
     async def on_link_requested(self, envelope: Envelope[OrderLinkRequested]) -> None:
         link = envelope.data
@@ -112,7 +121,10 @@ class ImportMarker:
                 merchant_id=item.merchant_order_id,
             )
         except LengowError as exc:
-            give_up = item.attempts + 1 >= self._settings.import_max_attempts
+            # "Pas trouvé": Lengow has no such order on this account; asking again won't help.
+            give_up = isinstance(exc, LengowNotFoundError) or (
+                item.attempts + 1 >= self._settings.import_max_attempts
+            )
             await imports.attempt_failed(
                 item, str(exc), give_up, self._settings.import_retry_seconds
             )

@@ -386,6 +386,22 @@ class ImportRepository:
         )
         return written is not None
 
+    async def request_many(self, rows: list[tuple[str, str, str]]) -> int:
+        """Record our own ids for orders not requested yet; returns how many were new."""
+        if not rows:
+            return 0
+        marketplaces, ids, merchant_ids = (list(column) for column in zip(*rows, strict=True))
+        written: int = await self._db.fetchval(
+            "WITH added AS (INSERT INTO imports (marketplace, marketplace_order_id,"
+            " merchant_order_id) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])"
+            " ON CONFLICT (marketplace, marketplace_order_id) DO NOTHING RETURNING 1)"
+            " SELECT count(*) FROM added",
+            marketplaces,
+            ids,
+            merchant_ids,
+        )
+        return written
+
     async def claim(self, limit: int, lease_seconds: float) -> list[PendingImport]:
         """Pending orders no other replica holds and no failure holds back, held for
         ``lease_seconds`` by this one."""

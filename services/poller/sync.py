@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -45,6 +46,28 @@ def whole_seconds(moment: datetime) -> datetime:
     it holds every change made until now) and the watermark is exactly what was asked for."""
     whole = moment.replace(microsecond=0)
     return whole if whole == moment else whole + timedelta(seconds=1)
+
+
+PageT = TypeVar("PageT")
+
+
+async def read_ahead(pages: AsyncIterator[PageT]) -> AsyncIterator[PageT]:
+    """Ask for the next page while the caller handles this one: at 100 orders a page, a
+    3-day catch-up is a thousand round trips to Lengow, and each would otherwise wait for the
+    previous page to be published."""
+    upcoming: asyncio.Future[PageT] = asyncio.ensure_future(anext(pages))
+    try:
+        while True:
+            try:
+                page = await upcoming
+            except StopAsyncIteration:
+                return
+            upcoming = asyncio.ensure_future(anext(pages))
+            yield page
+    finally:
+        upcoming.cancel()
+        with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+            await upcoming
 
 
 @dataclass
@@ -127,12 +150,14 @@ class OrderSync:
             started = time.monotonic()
             try:
                 client = self._clients[source.name]
-                async for page in client.order_pages(
-                    account_id=source.account_id,
-                    marketplace=source.marketplace,
-                    updated_from=window.updated_from,
-                    updated_to=window.updated_to,
-                    page_size=self._settings.lengow_page_size,
+                async for page in read_ahead(
+                    client.order_pages(
+                        account_id=source.account_id,
+                        marketplace=source.marketplace,
+                        updated_from=window.updated_from,
+                        updated_to=window.updated_to,
+                        page_size=self._settings.lengow_page_size,
+                    )
                 ):
                     await self._handle_page(session, source, page, report)
             except LengowError as exc:

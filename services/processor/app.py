@@ -12,13 +12,20 @@ from services.processor.handlers import (
     CommandHandler,
     handle_order_changes,
     read_command,
+    record_action_failure,
     store_marketplace_rules,
 )
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
 from shared.amqp import AmqpPublisher
 from shared.consumers import BatchConsumer
-from shared.contracts import Envelope, EventType, MarketplaceRulesChanged, OrderSnapshot
+from shared.contracts import (
+    Envelope,
+    EventType,
+    MarketplaceRulesChanged,
+    OrderActionFailed,
+    OrderSnapshot,
+)
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import Consumer, OutboxRelay, raw_body
@@ -76,6 +83,7 @@ class Processor:
         self.order_changed_queue = consumer_queue("processor.order-changed")
         self.commands_queue = consumer_queue("processor.commands")
         self.rules_queue = consumer_queue("processor.marketplace-rules")
+        self.failures_queue = consumer_queue("processor.action-failed")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
@@ -140,6 +148,15 @@ class Processor:
             lambda envelope: store_marketplace_rules(self.unit_of_work, envelope),
             retry_delay=settings.retry_delay,
             description="Keeps each marketplace's rules (Lengow's marketplaces document).",
+        )
+        envelope_subscriber(
+            self.broker,
+            self.publisher,
+            self.failures_queue,
+            Envelope[OrderActionFailed],
+            lambda envelope: record_action_failure(self.unit_of_work, envelope),
+            retry_delay=settings.retry_delay,
+            description="Frees an order's ship or refund once the marketplace refused it.",
         )
 
     def described(self) -> RabbitBroker:

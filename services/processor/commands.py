@@ -11,9 +11,11 @@ person can act on, what is wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from services.processor.lifecycle import Action
 from services.processor.rules import OTHER_CARRIER, ActionRule, MarketplaceRules
@@ -188,3 +190,41 @@ def _refund(
             "refund_shipping_fees": command.refund_shipping_fees,
         },
     )
+
+
+class CommandInFlight(Protocol):
+    @property
+    def command_id(self) -> str: ...
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
+
+
+def already_in_flight(
+    command: OrderCommand, decision: Decision, in_flight: Sequence[CommandInFlight]
+) -> str | None:
+    """One ship and one refund per order (per line, for line-level ships) while one is
+    accepted and neither done nor failed: a second one would ship or refund twice. The
+    refusal names the first command, so that its caller can ask about it instead."""
+    if decision.action not in (Action.SHIP, Action.REFUND):
+        return None
+    mine = set(decision.arguments.get("line") or [])
+    for other in in_flight:
+        theirs = set(other.arguments.get("line") or [])
+        if mine and theirs and not mine & theirs:
+            continue  # other lines
+        return (
+            f"a {decision.action} of order {command.marketplace_order_id} is already in"
+            f" flight: command {other.command_id} was accepted and is waiting for the"
+            f" marketplace's verdict; send that command again (same command_id) to see its"
+            f" state, or wait for order.action_failed before asking again"
+        )
+    return None
+
+
+def request_digest(command_type: str, data: Mapping[str, Any]) -> str:
+    """What a command asked, whatever its command_id: the same key reused for other
+    arguments is refused, as payment APIs do with idempotency keys."""
+    asked = {key: value for key, value in data.items() if key != "command_id"}
+    canonical = json.dumps([command_type, asked], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -26,6 +26,7 @@ from shared.contracts import (
     LengowStatus,
     LinkOrder,
     MarketplaceRulesChanged,
+    OrderActionFailed,
     OrderActionRequested,
     OrderCommand,
     OrderLinkRequested,
@@ -292,12 +293,27 @@ async def store_marketplace_rules(
 ) -> None:
     """Keep the newest rules Lengow gave for the marketplace; commands are checked by them."""
     changed = envelope.data
-    MarketplaceRules.from_document(changed.marketplace, changed.rules)  # readable, or raises
+    try:
+        MarketplaceRules.from_document(changed.marketplace, changed.rules)
+    except (AttributeError, TypeError, ValueError) as unreadable:
+        raise UnprocessableMessageError(
+            f"the rules of {changed.marketplace} cannot be read: {unreadable!r}"
+        ) from unreadable
     async with new_uow() as uow:
         saved = await uow.rules.save(
             changed.marketplace, changed.source, changed.rules, changed.fetched_at
         )
     log.info("marketplace.rules_stored", marketplace=changed.marketplace, newer=saved)
+
+
+async def record_action_failure(
+    new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[OrderActionFailed]
+) -> None:
+    """The marketplace refused a command's action: the order's ship or refund is free again."""
+    failed = envelope.data
+    async with new_uow() as uow:
+        marked = await uow.commands.mark_failed(failed.command_id, failed.errors)
+    log.info("command.action_failed", command_id=failed.command_id, recorded=marked)
 
 
 class CommandHandler:
@@ -332,13 +348,27 @@ class CommandHandler:
                 if not await uow.inbox.first_delivery(received.envelope):
                     log.info("command.duplicate_delivery_ignored")
                     return
+            digest = (
+                commands.request_digest(received.envelope.type, received.envelope.data)
+                if received.envelope is not None
+                else None
+            )
             if received.command_id is not None:
                 known = await uow.commands.get(received.command_id)
+                if known is not None and known.request_digest not in (None, digest):
+                    reason = (
+                        f"command_id {received.command_id} was used for other arguments:"
+                        " choose a new command_id for a new command"
+                    )
+                    await self._reject(uow, received, reason, store=False)
+                    return
                 if known is not None:
                     await self._answer_again(uow, received, known)
                     return
             if received.command is None:
-                await self._reject(uow, received, received.problem or "unreadable command")
+                await self._reject(
+                    uow, received, received.problem or "unreadable command", digest=digest
+                )
                 return
 
             command = received.command
@@ -352,14 +382,20 @@ class CommandHandler:
                 state.status if state else None,
                 await self._rules(uow, command.marketplace),
             )
-            if decision.refusal is not None:
-                await self._reject(uow, received, decision.refusal, decision.arguments)
+            refusal = decision.refusal or commands.already_in_flight(
+                command,
+                decision,
+                await uow.commands.in_flight(command, received.command_type or ""),
+            )
+            if refusal is not None:
+                await self._reject(uow, received, refusal, decision.arguments, digest=digest)
                 return
             await self._accept(
                 uow,
                 received,
                 command,
                 decision.arguments,
+                digest,
                 EventType.ORDER_ACTION_REQUESTED,
                 OrderActionRequested(
                     marketplace=command.marketplace,
@@ -384,6 +420,9 @@ class CommandHandler:
             received,
             command,
             arguments,
+            commands.request_digest(received.envelope.type, received.envelope.data)
+            if received.envelope
+            else None,
             EventType.ORDER_LINK_REQUESTED,
             OrderLinkRequested(
                 marketplace=command.marketplace,
@@ -400,6 +439,7 @@ class CommandHandler:
         received: ReceivedCommand,
         command: OrderCommand,
         arguments: dict[str, Any],
+        digest: str | None,
         follow_type: EventType,
         follow: BaseModel,
     ) -> None:
@@ -420,6 +460,7 @@ class CommandHandler:
             answer_type=EventType.COMMAND_ACCEPTED,
             answer=answer.model_dump(mode="json"),
             message_id=received.envelope.id,
+            request_digest=digest,
         )
         await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
         await uow.outbox.add(EVENTS.name, self._follow(received, follow_type, follow))
@@ -432,7 +473,11 @@ class CommandHandler:
         received: ReceivedCommand,
         reason: str,
         arguments: dict[str, Any] | None = None,
+        *,
+        digest: str | None = None,
+        store: bool = True,
     ) -> None:
+        """``store=False``: the command_id is another command's and keeps that answer."""
         answer = CommandRejected(
             command_id=received.command_id,
             command_type=received.command_type,
@@ -440,7 +485,7 @@ class CommandHandler:
             marketplace_order_id=received.ref.marketplace_order_id if received.ref else None,
             reason=reason,
         )
-        if received.command_id is not None:
+        if received.command_id is not None and store:
             await uow.commands.add(
                 command_id=received.command_id,
                 command_type=received.command_type,
@@ -451,6 +496,7 @@ class CommandHandler:
                 answer_type=EventType.COMMAND_REJECTED,
                 answer=answer.model_dump(mode="json"),
                 message_id=received.envelope.id if received.envelope else None,
+                request_digest=digest,
             )
         await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
         COMMANDS.labels("rejected").inc()

@@ -162,6 +162,16 @@ class StoredCommand:
     outcome: str
     answer_type: str
     answer: dict[str, Any]
+    request_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class InFlightCommand:
+    """An accepted command whose action has neither reached its status nor failed."""
+
+    command_id: str
+    command_type: str
+    arguments: dict[str, Any]
 
 
 class CommandRepository:
@@ -170,12 +180,40 @@ class CommandRepository:
 
     async def get(self, command_id: str) -> StoredCommand | None:
         row = await self._conn.fetchrow(
-            "SELECT command_id, outcome, answer_type, answer FROM commands WHERE command_id = $1",
+            "SELECT command_id, outcome, answer_type, answer, request_digest FROM commands"
+            " WHERE command_id = $1",
             command_id,
         )
         if row is None:
             return None
-        return StoredCommand(row["command_id"], row["outcome"], row["answer_type"], row["answer"])
+        return StoredCommand(
+            row["command_id"],
+            row["outcome"],
+            row["answer_type"],
+            row["answer"],
+            row["request_digest"],
+        )
+
+    async def in_flight(self, ref: OrderRef, command_type: str) -> list[InFlightCommand]:
+        rows = await self._conn.fetch(
+            "SELECT command_id, command_type, arguments FROM commands"
+            " WHERE marketplace = $1 AND marketplace_order_id = $2 AND command_type = $3"
+            " AND outcome = 'accepted' AND completed_at IS NULL AND failed_at IS NULL"
+            " ORDER BY received_at",
+            ref.marketplace,
+            ref.marketplace_order_id,
+            command_type,
+        )
+        return [InFlightCommand(r["command_id"], r["command_type"], r["arguments"]) for r in rows]
+
+    async def mark_failed(self, command_id: str, errors: list[str]) -> bool:
+        done: str | None = await self._conn.fetchval(
+            "UPDATE commands SET failed_at = now(), failure = $2"
+            " WHERE command_id = $1 AND failed_at IS NULL RETURNING command_id",
+            command_id,
+            errors,
+        )
+        return done is not None
 
     async def add(
         self,
@@ -189,11 +227,12 @@ class CommandRepository:
         answer_type: str,
         answer: dict[str, Any],
         message_id: uuid.UUID | None,
+        request_digest: str | None = None,
     ) -> None:
         await self._conn.execute(
             "INSERT INTO commands (command_id, command_type, marketplace, marketplace_order_id,"
-            " arguments, outcome, reason, answer_type, answer, message_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            " arguments, outcome, reason, answer_type, answer, message_id, request_digest)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             command_id,
             command_type or "unknown",
             ref.marketplace if ref else None,
@@ -204,6 +243,7 @@ class CommandRepository:
             answer_type,
             answer,
             message_id,
+            request_digest,
         )
 
     async def awaiting_many(
@@ -215,7 +255,8 @@ class CommandRepository:
             "SELECT c.marketplace, c.marketplace_order_id, c.command_id, c.command_type"
             " FROM commands c JOIN unnest($1::text[], $2::text[]) AS k(m, i)"
             " ON c.marketplace = k.m AND c.marketplace_order_id = k.i"
-            " WHERE c.outcome = 'accepted' AND c.completed_at IS NULL ORDER BY c.received_at",
+            " WHERE c.outcome = 'accepted' AND c.completed_at IS NULL AND c.failed_at IS NULL"
+            " ORDER BY c.received_at",
             [key[0] for key in keys],
             [key[1] for key in keys],
         )

@@ -36,6 +36,7 @@ QUEUES = (
     "poller.order-recorded",
     "poller.order-linked",
     "processor.marketplace-rules",
+    "processor.action-failed",
     "poller.sync",
 )
 MODULES = {

@@ -18,6 +18,7 @@ from services.poller.app import Poller
 from services.poller.settings import PollerSettings
 from services.processor.app import Processor, ProcessorSettings, create_app
 from shared.database import register_json_codecs
+from shared.topology import declare_topology
 from tests.bus import delete_queues, publish
 from tests.conftest import SmtpSink
 from tests.factories import ORDER, encode, envelope, order_snapshot
@@ -31,6 +32,8 @@ PROCESSOR_QUEUES = (
     "processor.commands.dlq",
     "processor.marketplace-rules",
     "processor.marketplace-rules.dlq",
+    "processor.action-failed",
+    "processor.action-failed.dlq",
 )
 
 
@@ -167,6 +170,7 @@ async def poller_factory(
         poller = Poller(poller_settings(amqp_url, database_url, sandbox, **overrides))
         await poller.open()
         await poller.broker.connect()
+        await declare_topology(poller.broker)  # as started() does: the queues and bindings
         started.append(poller)
         return poller
 
@@ -234,7 +238,10 @@ async def order_at(
         encode(envelope(order_snapshot(order_id, status, minutes=minutes))),
     )
     for _ in range(100):
-        if await db.fetchval("SELECT lengow_status FROM orders") == status:
+        stored = await db.fetchval(
+            "SELECT lengow_status FROM orders WHERE marketplace_order_id = $1", order_id
+        )
+        if stored == status:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"order never reached {status}")

@@ -10,11 +10,13 @@ import asyncpg
 import pytest
 
 from services.processor.app import Processor
-from tests.bus import recording, request
+from tests.bus import publish, recording, request
 from tests.factories import ORDER, encode, envelope
 from tests.integration.conftest import order_at
 
 pytestmark = pytest.mark.integration
+
+OTHER_ORDER = "M250112345679"
 
 
 def command(type_: str, command_id: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -106,13 +108,15 @@ async def test_valid_ship_commands_are_accepted(
     amqp_url: str, processor: Processor, db: asyncpg.Connection
 ) -> None:
     await order_at(amqp_url, db, "waiting_shipment")
+    await order_at(amqp_url, db, "waiting_shipment", order_id=OTHER_ORDER)
     listed = await ask(
         amqp_url, command("order.ship", carrier="DPD Predict", tracking_number="DPD1")
     )
-    other = await ask(
+    other = await ask(  # another order: one ship at a time per order
         amqp_url,
         command(
             "order.ship",
+            marketplace_order_id=OTHER_ORDER,
             carrier="Other",
             carrier_name="Transports Dupont",
             tracking_url="https://dupont.example/track/1",
@@ -126,9 +130,13 @@ async def test_ship_is_checked_against_the_carriers_of_lengows_marketplace_docum
 ) -> None:
     """The processor fixture published the sandbox's document as the poller does."""
     await order_at(amqp_url, db, "waiting_shipment")
+    await order_at(amqp_url, db, "waiting_shipment", order_id=OTHER_ORDER)
     async with recording(amqp_url, "orders.events", "order.action_requested") as events:
         by_code = await ask(amqp_url, command("order.ship", carrier="dpd_predict"))
-        by_label = await ask(amqp_url, command("order.ship", carrier="DPD Predict"))
+        by_label = await ask(
+            amqp_url,
+            command("order.ship", marketplace_order_id=OTHER_ORDER, carrier="DPD Predict"),
+        )
         await events.wait_for(lambda r: len(r.messages) == 2)
     assert (by_code["type"], by_label["type"]) == ("command.accepted", "command.accepted")
     sent = [m["data"]["arguments"]["carrier"] for m in events.messages]
@@ -206,3 +214,75 @@ async def test_observed_status_is_linked_to_the_command_that_caused_it(
     )
     assert tuple(row) == ("command", "accept-link")
     assert await db.fetchval("SELECT completed_at FROM commands") is not None
+
+
+async def test_a_second_refund_is_refused_while_the_first_is_in_flight(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """An operator whose first refund timed out sends another: the customer must not be
+    refunded twice."""
+    await order_at(amqp_url, db, "shipped")
+    fields = {"refund_reason": "product_unavailable", "refund_shipping_fees": True}
+    first = await ask(amqp_url, command("order.refund", "refund-1", **fields))
+    second = await ask(amqp_url, command("order.refund", "refund-2", **fields))
+    assert first["type"] == "command.accepted"
+    assert second["type"] == "command.rejected"
+    assert "command refund-1 was accepted and is waiting" in second["data"]["reason"]
+
+    # The marketplace refuses the first: a new refund may be asked.
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.action_failed",
+        encode(
+            envelope(
+                {
+                    "marketplace": "manomano_fr",
+                    "marketplace_order_id": ORDER,
+                    "command_id": "refund-1",
+                    "action_type": "refund",
+                    "errors": ["refund refused by the marketplace"],
+                },
+                "order.action_failed",
+            )
+        ),
+    )
+    for _ in range(100):
+        if await db.fetchval("SELECT failed_at FROM commands WHERE command_id = 'refund-1'"):
+            break
+        await asyncio.sleep(0.05)
+    third = await ask(amqp_url, command("order.refund", "refund-3", **fields))
+    assert third["type"] == "command.accepted"
+
+
+async def test_ships_of_other_lines_may_be_in_flight_together(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_shipment")
+    one = await ask(amqp_url, command("order.ship", carrier="colissimo", line_ids=["L1"]))
+    two = await ask(amqp_url, command("order.ship", carrier="colissimo", line_ids=["L2"]))
+    again = await ask(amqp_url, command("order.ship", carrier="colissimo", line_ids=["L2", "L3"]))
+    whole = await ask(amqp_url, command("order.ship", carrier="colissimo"))
+    assert [a["type"] for a in (one, two, again, whole)] == [
+        "command.accepted",
+        "command.accepted",
+        "command.rejected",
+        "command.rejected",
+    ]
+
+
+async def test_a_command_id_reused_for_other_arguments_is_refused(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_shipment")
+    first = await ask(amqp_url, command("order.ship", "ship-1", carrier="colissimo"))
+    same = await ask(amqp_url, command("order.ship", "ship-1", carrier="colissimo"))
+    other = await ask(amqp_url, command("order.ship", "ship-1", carrier="chronopost"))
+    assert first["type"] == "command.accepted"
+    assert (same["type"], same["data"]["duplicate"]) == ("command.accepted", True)
+    assert other["type"] == "command.rejected"
+    assert other["data"]["reason"] == (
+        "command_id ship-1 was used for other arguments: choose a new command_id for a new command"
+    )
+    stored = await db.fetchval("SELECT count(*) FROM commands WHERE command_id = 'ship-1'")
+    assert stored == 1

@@ -14,6 +14,7 @@ from services.notifier.app import Notifier
 from services.poller.app import Poller
 from services.poller.app import create_app as poller_app
 from services.processor.app import Processor
+from shared.contracts import Envelope, LengowStatus, OrderStatusChanged
 from tests.bus import delete_queues, request
 from tests.conftest import SmtpSink
 from tests.factories import encode, envelope
@@ -206,7 +207,8 @@ async def test_every_order_recorded_is_marked_imported_once(
     for index in range(80):
         sandbox.marketplace.create_order(at=start + timedelta(seconds=index))
     poller = await poller_factory()
-    await poller.broker.start()  # consumes order.status_changed and order.link_requested
+    await poller.broker.start()  # consumes order.link_requested
+    await poller.recorded.start()  # and order.status_changed
     source = poller.settings.lengow_sources[0]
     await poller.sync.incremental(source)
     await wait_until_stored(processor, db, sandbox.statuses())
@@ -255,3 +257,35 @@ async def test_every_order_recorded_is_marked_imported_once(
     marking.cancel()
     assert sandbox.marketplace.orders[order_id].raw["merchant_order_id"] == ["ERP-0042"]
     assert sandbox.marketplace.moi_calls[order_id] == 2
+
+
+async def test_an_order_lengow_does_not_know_is_not_marked_again_and_again(
+    amqp_url: str,
+    sandbox: RunningSandbox,
+    poller_factory: Callable[..., Awaitable[Poller]],
+) -> None:
+    poller = await poller_factory(import_retry_seconds=0)
+    await poller.imports.on_orders_recorded(
+        [
+            Envelope[OrderStatusChanged](
+                type="order.status_changed",
+                source="processor",
+                data=OrderStatusChanged(
+                    marketplace="manomano_fr",
+                    marketplace_order_id="M-UNKNOWN",
+                    from_status=None,
+                    to_status=LengowStatus.WAITING_ACCEPTANCE,
+                    manomano_status="PENDING",
+                    kind="initial",
+                    cause="observed",
+                    observed_at=now(),
+                ),
+            )
+        ]
+    )
+    await poller.imports.mark_pending()
+    await poller.imports.mark_pending()
+    assert sandbox.calls("PATCH /v3.0/orders/moi/") == 1
+    row = await poller.pool().fetchrow("SELECT state, last_error FROM imports")
+    assert row["state"] == "failed"
+    assert "Pas trouvé" in row["last_error"]

@@ -80,6 +80,10 @@ async def test_no_answer_exits_3(amqp_url: str, database_url: str) -> None:
     code, output = await ordersctl(amqp_url, database_url, "--timeout", "1", "accept", "M-LATER")
     assert code == 3
     assert "no answer to order.accept within 1 s" in output
+    # The operator is told how to ask again without doing it twice.
+    assert "may still be carried out: run the same command again with --command-id ordersctl-" in (
+        " ".join(output.split())
+    )
 
 
 async def test_dead_letters_are_listed_and_replayed(
@@ -127,7 +131,7 @@ async def test_show_tells_whether_the_order_is_marked_imported_at_lengow(
 ) -> None:
     order = sandbox.marketplace.create_order(at=now() - timedelta(minutes=5))
     poller = await poller_factory()
-    await poller.broker.start()
+    await poller.recorded.start()
     await poller.sync.incremental(poller.settings.lengow_sources[0])
     for _ in range(200):
         await poller.imports.mark_pending()

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from services.processor.commands import Decision
+from services.processor.commands import Decision, already_in_flight, request_digest
 from services.processor.commands import decide as decide_with
 from services.processor.lifecycle import Action
 from services.processor.rules import MarketplaceRules
@@ -154,3 +155,33 @@ def test_refund_reason_must_be_accepted() -> None:
     decision = decide(command, S.SHIPPED)
     assert decision.refusal is not None
     assert "refund_reason 'changed my mind' is not accepted" in decision.refusal
+
+
+def test_a_second_refund_in_flight_is_refused_with_the_first_commands_id() -> None:
+    @dataclass(frozen=True)
+    class InFlight:
+        command_id: str
+        arguments: dict[str, object]
+
+    refund = COMMANDS[Action.REFUND]
+    decision = decide(refund, S.SHIPPED)
+    refusal = already_in_flight(refund, decision, [InFlight("refund-1", {})])
+    assert refusal is not None
+    assert "command refund-1 was accepted" in refusal
+    assert already_in_flight(refund, decision, []) is None
+
+    ship = ShipOrder(**REF, carrier="Colissimo", line_ids=["L2"])
+    ship_decision = decide(ship, S.WAITING_SHIPMENT)
+    assert already_in_flight(ship, ship_decision, [InFlight("s1", {"line": ["L1"]})]) is None
+    assert already_in_flight(ship, ship_decision, [InFlight("s1", {"line": ["L2"]})])
+    assert already_in_flight(ship, ship_decision, [InFlight("s1", {})])  # the whole order
+    accept = COMMANDS[Action.ACCEPT]
+    accept_decision = decide(accept, S.WAITING_ACCEPTANCE)
+    assert already_in_flight(accept, accept_decision, [InFlight("a1", {})]) is None
+
+
+def test_the_request_digest_ignores_the_command_id_only() -> None:
+    one = request_digest("order.ship", {"command_id": "a", "carrier": "colissimo"})
+    assert one == request_digest("order.ship", {"carrier": "colissimo", "command_id": "b"})
+    assert one != request_digest("order.ship", {"command_id": "a", "carrier": "chronopost"})
+    assert one != request_digest("order.refund", {"command_id": "a", "carrier": "colissimo"})
