@@ -56,7 +56,7 @@ from shared.contracts import (
 )
 from shared.database import Connection, session_lock
 from shared.logging import get_logger
-from shared.messaging import UnprocessableMessageError
+from shared.messaging import RetryLaterError, UnprocessableMessageError
 from shared.topology import EVENTS
 
 log = get_logger(__name__)
@@ -66,7 +66,7 @@ SOURCE = "poller"
 LISTING_MARGIN = timedelta(minutes=10)
 
 
-class ActionBusyError(Exception):
+class ActionBusyError(RetryLaterError):
     """Another worker is sending this command's action right now: try again later."""
 
 

@@ -20,10 +20,11 @@ exception message.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -45,6 +46,8 @@ log = get_logger(__name__)
 TOKEN_LIFETIME_SECONDS = 50 * 60
 #: Lengow's largest page.
 MAX_PAGE_SIZE = 100
+#: Below this, a difference between Lengow's Date and our clock is the header's rounding.
+CLOCK_RESOLUTION_SECONDS = 2.0
 
 ORDERS_ROUTE = "/v3.0/orders"
 MOI_ROUTE = "/v3.0/orders/moi/"
@@ -230,6 +233,8 @@ class LengowClient:
         self._authenticating = asyncio.Lock()
         self.account_id: int | None = None
         self.tokens_obtained = 0
+        #: Lengow's ``Date`` in its last answer, and when (monotonic) it was read.
+        self._lengow_date: tuple[datetime, float] | None = None
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -248,6 +253,7 @@ class LengowClient:
             )
         except (httpx.TimeoutException, httpx.NetworkError) as exc:
             raise _TransientError(f"{type(exc).__name__} getting a Lengow token") from exc
+        self._read_clock(response)
         if response.status_code in (400, 401, 403):
             raise LengowCredentialsError(
                 f"Lengow refused the credentials ({response.status_code}: "
@@ -294,6 +300,7 @@ class LengowClient:
             response = await self._http.request(
                 method, url, headers={"Authorization": token}, **kwargs
             )
+            self._read_clock(response)
             if response.status_code in (401, 403) and not renewal:
                 log.info("lengow.token_rejected", status=response.status_code)
                 if self._token == token:
@@ -301,6 +308,29 @@ class LengowClient:
                 continue
             break
         return response
+
+    def _read_clock(self, response: httpx.Response) -> None:
+        stamp = response.headers.get("Date")
+        if not stamp:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(stamp)
+        except (TypeError, ValueError):
+            return
+        self._lengow_date = (server, time.monotonic())
+
+    def lengow_time(self, monotonic: float, local: datetime) -> datetime:
+        """What Lengow's clock read at ``monotonic`` (when ours read ``local``), from the Date
+        of its last answer; ``local`` itself before any answer, or when the two agree within
+        the header's whole seconds. A poller whose clock runs ahead must not move its
+        watermark past changes Lengow has not made yet."""
+        if self._lengow_date is None:
+            return local
+        date, read_at = self._lengow_date
+        lengow = date + timedelta(seconds=monotonic - read_at)
+        if abs((local - lengow).total_seconds()) < CLOCK_RESOLUTION_SECONDS:
+            return local
+        return lengow
 
     # --- Reads: retried -----------------------------------------------------------------
 

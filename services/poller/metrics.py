@@ -23,3 +23,8 @@ ORDERS_SKIPPED = Counter(
     ["source", "reason"],
 )
 ACTIONS = Counter("lengow_orders_actions_total", "Marketplace actions, by final state.", ["state"])
+CLOCK_SKEW = Gauge(
+    "lengow_orders_clock_skew_seconds",
+    "This host's clock minus Lengow's (its Date header), at the last poll of a source.",
+    ["source"],
+)

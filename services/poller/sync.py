@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from services.poller import schedule
 from services.poller.lengow import LengowClient, LengowError
 from services.poller.metrics import (
+    CLOCK_SKEW,
     ORDERS_PUBLISHED,
     ORDERS_SKIPPED,
     POLL_DURATION,
@@ -32,6 +33,8 @@ from shared.messaging import describe_validation_error
 log = get_logger(__name__)
 
 SOURCE = "poller"
+#: A clock further than this from Lengow's is worth an operator's look.
+CLOCK_SKEW_WARNING_SECONDS = 60.0
 
 PublishEvent = Callable[[Envelope[Any]], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -106,8 +109,24 @@ class OrderSync:
         #: When each source's last poll ended (monotonic seconds), for readiness.
         self.last_finished: dict[str, float] = {}
 
+    def _window_end(self, source: LengowSource) -> datetime:
+        """Now on Lengow's clock (its ``Date``), in whole seconds; a skew is measured and
+        reported."""
+        local = self._clock()
+        lengow = self._clients[source.name].lengow_time(time.monotonic(), local)
+        skew = (local - lengow).total_seconds()
+        CLOCK_SKEW.labels(source.name).set(skew)
+        if abs(skew) > CLOCK_SKEW_WARNING_SECONDS:
+            log.warning(
+                "poll.clock_skew",
+                source=source.name,
+                skew_seconds=round(skew, 1),
+                resolution="windows end on Lengow's clock",
+            )
+        return whole_seconds(lengow)
+
     async def incremental(self, source: LengowSource) -> PollReport:
-        now = whole_seconds(self._clock())
+        now = self._window_end(source)
         window = schedule.incremental_window(
             await self._repository.watermark(source.name),
             now,
@@ -124,7 +143,7 @@ class OrderSync:
         return await self.catchup(source)
 
     async def catchup(self, source: LengowSource) -> PollReport:
-        now = whole_seconds(self._clock())
+        now = self._window_end(source)
         report = await self.poll(
             source, "catchup", schedule.catchup_window(now, self._settings.catchup_days)
         )
@@ -136,6 +155,7 @@ class OrderSync:
         self, source: LengowSource, kind: schedule.PollKind, window: schedule.Window
     ) -> PollReport:
         report = PollReport(source.name, kind, window, started_at=self._clock())
+        began = time.monotonic()
         bound = log.bind(source=source.name, poll=kind, correlation_id=report.correlation_id)
         async with self._repository.source_lock(source.name) as session:
             if session is None:
@@ -166,7 +186,12 @@ class OrderSync:
                 bound.error("poll.failed", error=report.error, published=report.published)
             else:
                 if kind == "incremental":
-                    await session.advance_watermark(source.name, window.updated_to)
+                    # Never past Lengow's now when the window was chosen: on a first poll the
+                    # skew is learnt from the poll's own answers.
+                    lengow_start = whole_seconds(client.lengow_time(began, report.started_at))
+                    await session.advance_watermark(
+                        source.name, min(window.updated_to, lengow_start)
+                    )
                 POLL_DURATION.labels(source.name, kind).observe(time.monotonic() - started)
                 POLL_LAST_SUCCESS.labels(source.name, kind).set_to_current_time()
                 bound.info(

@@ -383,3 +383,26 @@ async def test_each_source_polls_on_its_own_schedule(
     finally:
         for task in tasks:
             task.cancel()
+
+
+async def test_a_poller_whose_clock_runs_ahead_misses_no_change(
+    sandbox: RunningSandbox, poller_factory: StartPoller, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Windows end on Lengow's clock (its Date header), not on ours."""
+    from datetime import UTC, datetime
+
+    from services.poller.metrics import CLOCK_SKEW
+
+    poller = await poller_factory(poll_overlap_seconds=30)
+    poller.sync._clock = lambda: datetime.now(UTC) + timedelta(minutes=3)
+    create_orders(sandbox, 2, minutes_ago=10)
+    first = await poller.sync.incremental(source(poller))
+    assert first.published == 2
+    late = create_orders(sandbox, 1, minutes_ago=0)  # changed at Lengow after the first poll
+    with caplog.at_level(logging.WARNING):
+        second = await poller.sync.incremental(source(poller))
+    assert (second.fetched, second.published) == (1, 1)
+    assert late
+    skew = CLOCK_SKEW.labels("ManoMano Standard")._value.get()
+    assert 170 < skew < 190
+    assert "poll.clock_skew" in caplog.text
