@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -154,32 +154,12 @@ class ActionPart:
 
 
 def _action(row: asyncpg.Record) -> StoredAction:
-    return StoredAction(
-        command_id=row["command_id"],
-        source=row["source"],
-        marketplace=row["marketplace"],
-        marketplace_order_id=row["marketplace_order_id"],
-        action_type=row["action_type"],
-        arguments=row["arguments"],
-        state=row["state"],
-        correlation_id=row["correlation_id"],
-        created_at=row["created_at"],
-    )
+    return StoredAction(**{field.name: row[field.name] for field in fields(StoredAction)})
 
 
 def _part(row: asyncpg.Record) -> ActionPart:
-    return ActionPart(
-        command_id=row["command_id"],
-        part=row["part"],
-        line=row["line"],
-        arguments=row["arguments"],
-        state=row["state"],
-        lengow_action_id=row["lengow_action_id"],
-        errors=list(row["errors"] or []),
-        attempts=row["attempts"],
-        created_at=row["created_at"],
-        sent_at=row["sent_at"],
-    )
+    columns = {field.name: row[field.name] for field in fields(ActionPart)}
+    return ActionPart(**{**columns, "errors": list(row["errors"] or [])})
 
 
 class ActionRepository:

@@ -362,3 +362,38 @@ async def test_the_sandbox_refuses_expired_tokens_and_calls_past_its_budget() ->
             )
     finally:
         await runner.cleanup()
+
+
+async def test_a_page_gone_while_the_window_is_read_reads_it_again_not_fails() -> None:
+    """Lengow's list shrinks while it is read (orders updated leave the window): a 404 past
+    the first page means the window moved, and it is read again from its first page."""
+    answers = iter(
+        [
+            {"count": 150, "next": "p2", "previous": None, "results": [fixture("order")] * 100},
+            None,  # page 2: gone
+            {"count": 100, "next": None, "previous": None, "results": [fixture("order")] * 100},
+        ]
+    )
+    asked: list[str] = []
+
+    def lengow(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/access/get_token":
+            return httpx.Response(200, json=fixture("token"))
+        asked.append(request.url.params["page"])
+        answer = next(answers)
+        if answer is None:
+            return _answer(request, "not_found")
+        return httpx.Response(200, json=answer)
+
+    client = _mock_client(lengow)
+    pages = [
+        len(page)
+        async for page in client.order_pages(
+            account_id=1000,
+            marketplace="manomano_fr",
+            updated_from=datetime(2026, 11, 30, tzinfo=UTC),
+            updated_to=datetime(2026, 11, 30, 9, tzinfo=UTC),
+        )
+    ]
+    assert asked == ["1", "2", "1"]  # never ``next`` as a URL: page + 1, then page 1 again
+    assert pages == [100, 100]

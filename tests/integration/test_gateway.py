@@ -309,3 +309,14 @@ async def test_a_hundred_and_twenty_requests_at_once_are_each_sent_once_while_po
     assert polls >= 1
     await poller.actions_check()  # ready: the consumer moves
     await poller.polls_check()
+
+
+async def test_readiness_fails_when_the_action_consumer_holds_deliveries_without_progress(
+    poller_factory: StartPoller,
+) -> None:
+    poller = await poller_factory()
+    await poller.actions_check()  # idle: ready
+    poller.gateway.progress.in_flight = 1
+    poller.gateway.progress.last_progress = time.monotonic() - 3600
+    with pytest.raises(TimeoutError, match="no action request handled for"):
+        await poller.actions_check()
