@@ -62,15 +62,8 @@ class ImportMarker:
 
     async def on_link_requested(self, envelope: Envelope[OrderLinkRequested]) -> None:
         link = envelope.data
-        await self._request(
-            link.marketplace, link.marketplace_order_id, link.merchant_order_id, True
-        )
-
-    async def _request(
-        self, marketplace: str, order_id: str, merchant_id: str, replace: bool
-    ) -> None:
-        if await ImportRepository(self._pool).request(
-            marketplace, order_id, merchant_id, replace=replace
+        if await ImportRepository(self._pool).link(
+            link.marketplace, link.marketplace_order_id, link.merchant_order_id
         ):
             self._wanted.set()
 

@@ -249,13 +249,6 @@ class ActionRepository:
         )
         return done is not None
 
-    async def touch(self, part: ActionPart) -> None:
-        await self._conn.execute(
-            "UPDATE action_parts SET updated_at = now() WHERE command_id = $1 AND part = $2",
-            part.command_id,
-            part.part,
-        )
-
     async def finish(self, command_id: str, state: str, errors: list[str]) -> bool:
         """The command's verdict, once: False when it was already given."""
         done: str | None = await self._conn.fetchval(
@@ -343,23 +336,15 @@ class ImportRepository:
     def __init__(self, db: asyncpg.Pool | Connection) -> None:
         self._db = db
 
-    async def request(
-        self, marketplace: str, order_id: str, merchant_order_id: str, *, replace: bool
-    ) -> bool:
-        """Record the id to write back; ``replace`` for an id another service asked for.
-        False when nothing new is to be written (already requested with this id)."""
-        conflict = (
-            " DO UPDATE SET merchant_order_id = excluded.merchant_order_id, state = 'pending',"
-            " attempts = 0, last_error = NULL, claimed_until = NULL, updated_at = now()"
-            " WHERE imports.merchant_order_id <> excluded.merchant_order_id"
-            if replace
-            else " DO NOTHING"
-        )
+    async def link(self, marketplace: str, order_id: str, merchant_order_id: str) -> bool:
+        """The id another service gives the order, to write back in place of ours. False
+        when that id is already the one requested."""
         written: str | None = await self._db.fetchval(
             "INSERT INTO imports (marketplace, marketplace_order_id, merchant_order_id)"
-            " VALUES ($1, $2, $3) ON CONFLICT (marketplace, marketplace_order_id)"
-            + conflict
-            + " RETURNING state",
+            " VALUES ($1, $2, $3) ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET"
+            " merchant_order_id = excluded.merchant_order_id, state = 'pending', attempts = 0,"
+            " last_error = NULL, claimed_until = NULL, updated_at = now()"
+            " WHERE imports.merchant_order_id <> excluded.merchant_order_id RETURNING state",
             marketplace,
             order_id,
             merchant_order_id,
