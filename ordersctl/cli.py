@@ -182,6 +182,25 @@ def refund(
 
 
 @app.command()
+def quarantine() -> None:
+    """Orders Lengow returned that could not be read: the reason, read again at every poll."""
+
+    async def fetch() -> list[dict[str, Any]]:
+        conn = await _connect()
+        try:
+            return await _fetch(
+                conn,
+                "SELECT source, marketplace_order_id, reason, first_seen, last_seen, polls"
+                " FROM poller.quarantined_orders ORDER BY first_seen",
+            )
+        finally:
+            await conn.close()
+
+    rows = run(fetch())
+    emit(rows, _table(f"{len(rows)} orders in quarantine", rows))
+
+
+@app.command()
 def link(
     order_id: str,
     merchant_order_id: Annotated[str, typer.Argument(help="The shop's or ERP's id.")],

@@ -28,3 +28,8 @@ CLOCK_SKEW = Gauge(
     "This host's clock minus Lengow's (its Date header), at the last poll of a source.",
     ["source"],
 )
+QUARANTINED = Gauge(
+    "lengow_orders_quarantined_orders",
+    "Orders Lengow returned that could not be read, kept and read again at every poll.",
+    ["source"],
+)

@@ -90,6 +90,52 @@ class PollerRepository:
         )
         return value
 
+    async def quarantine(
+        self, source: str, rows: list[tuple[str, str, str, dict[str, Any], datetime]]
+    ) -> None:
+        """Orders that could not be read: ``(marketplace, order id, reason, raw, held_from)``."""
+        if not rows:
+            return
+        await self._pool.executemany(
+            "INSERT INTO quarantined_orders (marketplace, marketplace_order_id, source, reason,"
+            " raw, held_from) VALUES ($1, $2, $6, $3, $4, $5)"
+            " ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET"
+            " reason = excluded.reason, raw = excluded.raw, last_seen = now(),"
+            " polls = quarantined_orders.polls + 1,"
+            " held_from = LEAST(quarantined_orders.held_from, excluded.held_from)",
+            [(*row, source) for row in rows],
+        )
+
+    async def release(self, keys: list[OrderKey]) -> list[OrderKey]:
+        """Orders that read now: out of quarantine. Returns those that were in it."""
+        if not keys:
+            return []
+        marketplaces, ids = zip(*keys, strict=True)
+        rows = await self._pool.fetch(
+            "DELETE FROM quarantined_orders q USING unnest($1::text[], $2::text[]) AS k(m, i)"
+            " WHERE q.marketplace = k.m AND q.marketplace_order_id = k.i"
+            " RETURNING q.marketplace, q.marketplace_order_id",
+            list(marketplaces),
+            list(ids),
+        )
+        return [(r["marketplace"], r["marketplace_order_id"]) for r in rows]
+
+    async def quarantine_hold(self, source: str, since: datetime) -> datetime | None:
+        """How far back the source's quarantined orders hold its watermark (those first seen
+        after ``since``: older ones no catch-up reaches any more, and stop holding)."""
+        value: datetime | None = await self._pool.fetchval(
+            "SELECT min(held_from) FROM quarantined_orders WHERE source = $1 AND first_seen > $2",
+            source,
+            since,
+        )
+        return value
+
+    async def quarantined(self, source: str) -> int:
+        count: int = await self._pool.fetchval(
+            "SELECT count(*) FROM quarantined_orders WHERE source = $1", source
+        )
+        return count
+
     async def last_catchup(self, source: str) -> date | None:
         value: date | None = await self._pool.fetchval(
             "SELECT max(day) FROM catchups WHERE source = $1", source

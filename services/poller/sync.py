@@ -22,6 +22,7 @@ from services.poller.metrics import (
     POLL_DURATION,
     POLL_FAILURES,
     POLL_LAST_SUCCESS,
+    QUARANTINED,
 )
 from services.poller.orders import fingerprint, parse_order
 from services.poller.repository import PollerRepository
@@ -42,6 +43,22 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def quarantine_key(raw: dict[str, Any], marketplace: str) -> tuple[str, str]:
+    """How an unreadable order is filed: its own name when it has one."""
+    named = raw.get("marketplace_order_id")
+    order_id = str(named) if named not in (None, "") else f"(unnamed {fingerprint(raw)[:16]})"
+    where = raw.get("marketplace")
+    return (str(where) if isinstance(where, str) and where else marketplace, order_id[:200])
+
+
+def _readable_time(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
 
 
 def whole_seconds(moment: datetime) -> datetime:
@@ -190,8 +207,10 @@ class OrderSync:
                     # skew is learnt from the poll's own answers.
                     lengow_start = whole_seconds(client.lengow_time(began, report.started_at))
                     await session.advance_watermark(
-                        source.name, min(window.updated_to, lengow_start)
+                        source.name,
+                        min(window.updated_to, lengow_start, await self._held(session, source)),
                     )
+                QUARANTINED.labels(source.name).set(await session.quarantined(source.name))
                 POLL_DURATION.labels(source.name, kind).observe(time.monotonic() - started)
                 POLL_LAST_SUCCESS.labels(source.name, kind).set_to_current_time()
                 bound.info(
@@ -206,6 +225,13 @@ class OrderSync:
         self.last_finished[source.name] = time.monotonic()
         return report
 
+    async def _held(self, session: PollerRepository, source: LengowSource) -> datetime:
+        """The watermark does not pass an order in quarantine, so that every poll reads it
+        again, for as long as a catch-up could still reach it."""
+        since = self._clock() - timedelta(days=self._settings.catchup_days)
+        held = await session.quarantine_hold(source.name, since)
+        return held if held is not None else datetime.max.replace(tzinfo=UTC)
+
     async def _handle_page(
         self,
         session: PollerRepository,
@@ -215,18 +241,24 @@ class OrderSync:
     ) -> None:
         report.fetched += len(page)
         parsed: list[tuple[OrderSnapshot, str]] = []
+        quarantined: list[tuple[str, str, str, dict[str, Any], datetime]] = []
         for raw in page:
             try:
                 snapshot = parse_order(raw)
             except ValidationError as exc:
                 report.malformed += 1
                 ORDERS_SKIPPED.labels(source.name, "malformed").inc()
+                reason = describe_validation_error(exc)
+                marketplace, order_id = quarantine_key(raw, source.marketplace)
                 log.warning(
                     "poll.order_skipped",
                     source=source.name,
-                    order_id=raw.get("marketplace_order_id"),
-                    reason=describe_validation_error(exc),
+                    order_id=order_id,
+                    reason=reason,
+                    kept="in quarantine: read again at every poll until it reads",
                 )
+                held_from = _readable_time(raw.get("updated_at")) or report.window.updated_from
+                quarantined.append((marketplace, order_id, reason, raw, held_from))
                 continue
             if snapshot.is_delivered_by_marketplace and not source.import_fulfillment:
                 report.filtered += 1
@@ -234,6 +266,12 @@ class OrderSync:
                 continue
             parsed.append((snapshot, fingerprint(raw)))
 
+        await session.quarantine(source.name, quarantined)
+        released = await session.release(
+            [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
+        )
+        for _, order_id in released:
+            log.info("poll.order_released", source=source.name, order_id=order_id)
         known = await session.fingerprints(
             [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,12 @@ def create_orders(sandbox: RunningSandbox, count: int, **kwargs: object) -> list
         sandbox.marketplace.create_order(at=at + timedelta(seconds=i), **kwargs).id  # type: ignore[arg-type]
         for i in range(count)
     ]
+
+
+async def ordersctl_json(amqp_url: str, database_url: str, *args: str) -> tuple[int, str]:
+    from tests.integration.test_ordersctl import ordersctl
+
+    return await ordersctl(amqp_url, database_url, "--json", *args)
 
 
 def published_ids(events) -> list[str]:  # type: ignore[no-untyped-def]
@@ -406,3 +413,33 @@ async def test_a_poller_whose_clock_runs_ahead_misses_no_change(
     skew = CLOCK_SKEW.labels("ManoMano Standard")._value.get()
     assert 170 < skew < 190
     assert "poll.clock_skew" in caplog.text
+
+
+async def test_an_unreadable_order_is_kept_and_read_again_until_it_reads(
+    amqp_url: str, database_url: str, sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """Before, the order was skipped and the watermark moved past it: it was lost until the
+    daily catch-up. Now it is quarantined with its reason and JSON, and the next poll reads it."""
+    ids = create_orders(sandbox, 5, minutes_ago=10)
+    sandbox.state.faults.malformed_orders = 1
+    poller = await poller_factory(poll_overlap_seconds=0)
+    first = await poller.sync.incremental(source(poller))
+    assert (first.published, first.malformed) == (4, 1)
+    [kept] = await poller.pool().fetch("SELECT * FROM quarantined_orders")
+    assert kept["marketplace_order_id"] in ids
+    assert "updated_at" in kept["reason"]
+    assert kept["raw"]["updated_at"] == "yesterday-ish"  # as Lengow sent it
+
+    code, output = await ordersctl_json(amqp_url, database_url, "quarantine")
+    assert code == 0, output
+    assert [row["marketplace_order_id"] for row in json.loads(output)] == [
+        kept["marketplace_order_id"]
+    ]
+
+    # The next incremental poll, the order reads again (Lengow fixed it): published, released.
+    async with recording(amqp_url, "orders.events", "order.changed") as events:
+        second = await poller.sync.incremental(source(poller))
+        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 1)
+    assert published_ids(events) == [kept["marketplace_order_id"]]
+    assert second.published == 1
+    assert await poller.pool().fetchval("SELECT count(*) FROM quarantined_orders") == 0
