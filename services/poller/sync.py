@@ -125,6 +125,9 @@ class OrderSync:
         self._publishing = asyncio.Semaphore(settings.publish_concurrency)
         #: When each source's last poll ended (monotonic seconds), for readiness.
         self.last_finished: dict[str, float] = {}
+        #: Orders in quarantine per source at the end of its last poll (absent: unknown), so
+        #: that a catch-up's thousand pages look for orders to release only when some are.
+        self._in_quarantine: dict[str, int] = {}
 
     def _window_end(self, source: LengowSource) -> datetime:
         """Now on Lengow's clock (its ``Date``), in whole seconds; a skew is measured and
@@ -210,7 +213,8 @@ class OrderSync:
                         source.name,
                         min(window.updated_to, lengow_start, await self._held(session, source)),
                     )
-                QUARANTINED.labels(source.name).set(await session.quarantined(source.name))
+                self._in_quarantine[source.name] = await session.quarantined(source.name)
+                QUARANTINED.labels(source.name).set(self._in_quarantine[source.name])
                 POLL_DURATION.labels(source.name, kind).observe(time.monotonic() - started)
                 POLL_LAST_SUCCESS.labels(source.name, kind).set_to_current_time()
                 bound.info(
@@ -267,11 +271,12 @@ class OrderSync:
             parsed.append((snapshot, fingerprint(raw)))
 
         await session.quarantine(source.name, quarantined)
-        released = await session.release(
-            [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
-        )
-        for _, order_id in released:
-            log.info("poll.order_released", source=source.name, order_id=order_id)
+        if self._in_quarantine.get(source.name) != 0 or report.malformed:
+            released = await session.release(
+                [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
+            )
+            for _, order_id in released:
+                log.info("poll.order_released", source=source.name, order_id=order_id)
         known = await session.fingerprints(
             [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
         )
