@@ -293,7 +293,7 @@ def _money(value: Decimal) -> str:
     return str(value.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
-def _truthy(value: Any) -> bool | None:
+def truthy(value: Any) -> bool | None:
     """A boolean as a form or JSON body carries it."""
     if isinstance(value, bool):
         return value
@@ -637,7 +637,7 @@ class Marketplace:
                 raise ActionRefused(
                     f"{arg} {body[arg]!r} is not one of the accepted values: {', '.join(valid)}"
                 )
-            if description.get("type") == "boolean" and arg in body and _truthy(body[arg]) is None:
+            if description.get("type") == "boolean" and arg in body and truthy(body[arg]) is None:
                 raise ActionRefused(f"{arg} must be a boolean")
         if "line" in body:
             line = body["line"]

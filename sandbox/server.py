@@ -40,6 +40,7 @@ from sandbox.marketplace import (
     Marketplace,
     OrderNotFound,
     now,
+    truthy,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -276,12 +277,6 @@ async def post_action(request: web.Request) -> web.Response:
     return web.json_response({**answer, "queued": False}, status=201)
 
 
-def _truth(value: str | None) -> bool | None:
-    if value is None:
-        return None
-    return value.strip().lower() in ("true", "1")
-
-
 async def get_actions(request: web.Request) -> web.Response:
     state = request.app[STATE]
     _check_account(request.query.get("account_id"), authenticated(request))
@@ -289,7 +284,8 @@ async def get_actions(request: web.Request) -> web.Response:
     # The documented filters only; any other (``id``, ``action_type``...) is ignored.
     if order_id := request.query.get("marketplace_order_id"):
         found = [a for a in found if a.order_id == order_id]
-    if (queued := _truth(request.query.get("queued"))) is not None:
+    asked = request.query.get("queued")
+    if (queued := truthy(asked) if asked is not None else None) is not None:
         found = [a for a in found if a.queued == queued]
     if updated_from := _date(request, "updated_from"):
         found = [a for a in found if a.updated_at >= updated_from]

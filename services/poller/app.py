@@ -85,6 +85,8 @@ class Poller:
         self._relay: OutboxRelay | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: Polls are overdue counting from here until each source's first one ends.
+        self._started_at = time.monotonic()
 
         def subscribe(queue: RabbitQueue, model: Any, handler: Any, description: str) -> None:
             envelope_subscriber(
@@ -191,7 +193,6 @@ class Poller:
             for source in settings.lengow_sources
         }
         polls = PollerRepository(self._pool)
-        self._started_at = time.monotonic()
         self._sync = OrderSync(settings, polls, self._clients, self.publish)
         self._relay = await outbox_relay(self._pool, self.publisher, settings)
         self._rules = MarketplaceRulesReader(settings, self._pool, self._clients, self._relay.wake)

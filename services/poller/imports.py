@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from services.poller.lengow import LengowClient, LengowError, LengowNotFoundError
-from services.poller.repository import ImportRepository, PendingImport, PollerRepository
+from services.poller.repository import ImportRepository, PendingImport
 from services.poller.settings import LengowSource, PollerSettings
 from shared.contracts import Envelope, OrderLinkRequested, OrderStatusChanged
 from shared.logging import get_logger
@@ -89,18 +89,17 @@ class ImportMarker:
                     self._wanted.wait(), max(self._settings.import_retry_seconds, 1.0)
                 )
 
-    async def _source_for(self, marketplace: str, order_id: str) -> LengowSource | None:
-        name = await PollerRepository(self._pool).source_of(marketplace, order_id)
-        if name in self._sources:
-            return self._sources[name]
-        return next((s for s in self._sources.values() if s.marketplace == marketplace), None)
+    def _source_for(self, item: PendingImport) -> LengowSource | None:
+        if item.source in self._sources:
+            return self._sources[item.source]
+        return next((s for s in self._sources.values() if s.marketplace == item.marketplace), None)
 
     async def _mark(self, item: PendingImport) -> bool:
         imports = ImportRepository(self._pool)
         bound = log.bind(
             order_id=item.marketplace_order_id, merchant_order_id=item.merchant_order_id
         )
-        source = await self._source_for(item.marketplace, item.marketplace_order_id)
+        source = self._source_for(item)
         if source is None:
             await imports.attempt_failed(item, "no Lengow source for this marketplace", True, 0)
             bound.error("order.import_unmarkable", reason="no Lengow source for the marketplace")

@@ -374,6 +374,8 @@ class PendingImport:
     marketplace_order_id: str
     merchant_order_id: str
     attempts: int
+    #: The Lengow source the order was read from, when the poller read it.
+    source: str | None = None
 
 
 class ImportRepository:
@@ -417,18 +419,24 @@ class ImportRepository:
         """Pending orders no other replica holds and no failure holds back, held for
         ``lease_seconds`` by this one."""
         rows = await self._db.fetch(
-            "UPDATE imports SET claimed_until = now() + make_interval(secs => $2)"
+            "WITH claimed AS (UPDATE imports SET claimed_until = now() + make_interval(secs => $2)"
             " WHERE (marketplace, marketplace_order_id) IN ("
             "  SELECT marketplace, marketplace_order_id FROM imports WHERE state = 'pending'"
             "  AND (claimed_until IS NULL OR claimed_until < now())"
             "  ORDER BY requested_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
-            " RETURNING marketplace, marketplace_order_id, merchant_order_id, attempts",
+            " RETURNING marketplace, marketplace_order_id, merchant_order_id, attempts)"
+            " SELECT c.*, f.source FROM claimed c"
+            " LEFT JOIN fingerprints f USING (marketplace, marketplace_order_id)",
             limit,
             lease_seconds,
         )
         return [
             PendingImport(
-                r["marketplace"], r["marketplace_order_id"], r["merchant_order_id"], r["attempts"]
+                r["marketplace"],
+                r["marketplace_order_id"],
+                r["merchant_order_id"],
+                r["attempts"],
+                r["source"],
             )
             for r in rows
         ]

@@ -375,7 +375,7 @@ class CommandHandler:
             await uow.orders.lock(command)
             state = await uow.orders.get(command)
             if isinstance(command, LinkOrder):
-                await self._link(uow, received, command, state is not None)
+                await self._link(uow, received, command, state is not None, digest)
                 return
             decision = commands.decide(
                 command,
@@ -407,12 +407,17 @@ class CommandHandler:
             )
 
     async def _link(
-        self, uow: ProcessorUnitOfWork, received: ReceivedCommand, command: LinkOrder, known: bool
+        self,
+        uow: ProcessorUnitOfWork,
+        received: ReceivedCommand,
+        command: LinkOrder,
+        known: bool,
+        digest: str | None,
     ) -> None:
         """Nothing to ask the marketplace: the poller writes the id back to Lengow."""
         if not known:
             reason = f"order {command.marketplace_order_id} is unknown: no order with this id"
-            await self._reject(uow, received, reason + " has been seen")
+            await self._reject(uow, received, reason + " has been seen", digest=digest)
             return
         arguments = {"merchant_order_id": command.merchant_order_id}
         await self._accept(
@@ -420,9 +425,7 @@ class CommandHandler:
             received,
             command,
             arguments,
-            commands.request_digest(received.envelope.type, received.envelope.data)
-            if received.envelope
-            else None,
+            digest,
             EventType.ORDER_LINK_REQUESTED,
             OrderLinkRequested(
                 marketplace=command.marketplace,
