@@ -190,8 +190,8 @@ def quarantine() -> None:
         try:
             return await _fetch(
                 conn,
-                "SELECT source, marketplace_order_id, reason, first_seen, last_seen, polls"
-                " FROM poller.quarantined_orders ORDER BY first_seen",
+                "SELECT source, marketplace_order_id, kind, reason, first_seen, last_seen,"
+                " polls FROM poller.quarantined_orders ORDER BY first_seen",
             )
         finally:
             await conn.close()

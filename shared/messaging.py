@@ -1,5 +1,6 @@
 """At-least-once delivery made safe: the inbox, the transactional outbox and its relay, and
-the consumer wrapper that acknowledges, retries or dead-letters each delivery.
+the parsing of a delivery into its envelope (how a delivery is then settled is
+:mod:`shared.settlement`).
 """
 
 from __future__ import annotations
@@ -7,22 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
-from faststream.rabbit import RabbitQueue
-from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
 from shared.amqp import AmqpPublisher, Outgoing
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
-from shared.observability import DEAD_LETTERED
-from shared.topology import DEAD_LETTERS, REJECTION_REASON_HEADER
+from shared.settlement import UnprocessableMessageError
 
 log = get_logger(__name__)
 
@@ -190,26 +187,6 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
     )
 
 
-class UnprocessableMessageError(Exception):
-    """Raised by a handler for a message that can never succeed: it is dead-lettered."""
-
-
-class RetryLaterError(Exception):
-    """Raised by a handler for a message it cannot handle yet, for an expected reason (another
-    worker holds the same order): handed back after the retry delay, without alarm."""
-
-
-def log_failure(error: Exception, retry_in_seconds: float, **context: Any) -> None:
-    """How a delivery handed back for a retry is logged: an expected wait as info, anything
-    else as an error with its traceback."""
-    if isinstance(error, RetryLaterError):
-        log.info(
-            "message.retry_later", reason=str(error), retry_in_seconds=retry_in_seconds, **context
-        )
-    else:
-        log.error("message.failed", retry_in_seconds=retry_in_seconds, exc_info=error, **context)
-
-
 def describe_validation_error(exc: ValidationError) -> str:
     problems = [
         f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
@@ -237,12 +214,6 @@ def parse_envelope(body: bytes, model: type[ModelT]) -> ModelT:
         ) from None
 
 
-async def raw_body(message: RabbitMessage) -> bytes:
-    """FastStream decoder that leaves the body alone: :class:`Consumer` parses it, so that a
-    malformed body is dead-lettered with its reason rather than failing inside the framework."""
-    return message.body
-
-
 def bind_envelope(envelope: Envelope[Any]) -> None:
     """Every log line while this message is handled names it, its order and its correlation."""
     structlog.contextvars.bind_contextvars(
@@ -250,84 +221,4 @@ def bind_envelope(envelope: Envelope[Any]) -> None:
         message_type=envelope.type,
         correlation_id=envelope.correlation_id,
         order_id=getattr(envelope.data, "marketplace_order_id", None),
-    )
-
-
-class Consumer:
-    """Runs a handler on each delivery of one queue and settles the delivery.
-
-    - handled: acknowledged;
-    - malformed or refused (:class:`UnprocessableMessageError`): published with its reason to
-      ``<queue>.dlq``, then acknowledged, so the consumer moves on;
-    - not yet possible (:class:`RetryLaterError`) or failed otherwise (database or broker
-      away): handed back after ``retry_delay`` for a
-      redelivery; the broker dead-letters it after the queue's delivery limit.
-    """
-
-    def __init__(self, publisher: AmqpPublisher, queue: RabbitQueue, *, retry_delay: float) -> None:
-        self._publisher = publisher
-        self._queue = queue
-        self._retry_delay = retry_delay
-
-    async def run(
-        self,
-        message: RabbitMessage,
-        model: type[Envelope[ModelT]],
-        handler: Callable[[Envelope[ModelT]], Awaitable[None]],
-    ) -> None:
-        """Parse the delivery as ``model`` and hand the envelope to ``handler``."""
-
-        async def parsed(delivery: RabbitMessage) -> None:
-            envelope = parse_envelope(delivery.body, model)
-            bind_envelope(envelope)
-            await handler(envelope)
-
-        await self.run_raw(message, parsed)
-
-    async def run_raw(
-        self, message: RabbitMessage, handler: Callable[[RabbitMessage], Awaitable[None]]
-    ) -> None:
-        """Hand the delivery itself to ``handler`` (which parses it), and settle it."""
-        raw = message.raw_message
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(
-            queue=self._queue.name, delivery_message_id=raw.message_id
-        )
-        try:
-            await handler(message)
-        except UnprocessableMessageError as unprocessable:
-            await self.dead_letter(message, str(unprocessable))
-            await message.ack()
-        except Exception as error:
-            log_failure(error, self._retry_delay)
-            await asyncio.sleep(self._retry_delay)
-            await message.nack(requeue=True)
-        else:
-            await message.ack()
-        finally:
-            structlog.contextvars.clear_contextvars()
-
-    async def dead_letter(self, message: RabbitMessage, reason: str) -> None:
-        await dead_letter(self._publisher, self._queue.name, message.raw_message, reason)
-
-
-async def dead_letter(
-    publisher: AmqpPublisher, queue: str, message: AbstractIncomingMessage, reason: str
-) -> None:
-    """Publish a refused delivery to ``<queue>.dlq`` with why, where it came from and what it
-    carried; the caller then acknowledges it."""
-    log.warning("message.dead_lettered", reason=reason, dead_letter_queue=f"{queue}.dlq")
-    DEAD_LETTERED.labels(queue).inc()
-    headers: dict[str, Any] = dict(message.headers or {})
-    headers[REJECTION_REASON_HEADER] = reason[:1000]
-    headers["x-original-routing-key"] = message.routing_key or ""
-    headers["x-original-exchange"] = message.exchange or ""
-    await publisher.publish(
-        DEAD_LETTERS.name,
-        queue,
-        message.body,
-        headers=headers,
-        message_id=message.message_id or str(uuid.uuid4()),
-        correlation_id=message.correlation_id,
-        content_type=message.content_type,
     )

@@ -15,9 +15,9 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel
 
 from shared.amqp import AmqpPublisher
-from shared.consumers import QueueConsumer
+from shared.consumers import QueueConsumer, SubscriberSettler
 from shared.contracts import Envelope
-from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.messaging import OutboxRelay
 from shared.observability import (
     Check,
     OpsServer,
@@ -28,6 +28,7 @@ from shared.observability import (
     refresh_outbox_metrics,
 )
 from shared.settings import ServiceSettings
+from shared.settlement import RedeliveryBackoff
 from shared.topology import CONSUMERS
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -93,13 +94,13 @@ def envelope_subscriber(
     model: type[Envelope[ModelT]],
     handler: Callable[[Envelope[ModelT]], Awaitable[None]],
     *,
-    retry_delay: float,
+    backoff: RedeliveryBackoff,
     description: str,
-) -> None:
+) -> SubscriberSettler:
     """A FastStream subscriber of ``queue`` that parses each delivery as ``model`` and settles
-    it by the one rule of :class:`shared.messaging.Consumer` (answers go through the outbox,
-    never as a framework reply)."""
-    consumer = Consumer(publisher, queue, retry_delay=retry_delay)
+    it by the one rule of :mod:`shared.settlement` (answers go through the outbox, never as a
+    framework reply). The caller stops the returned settler when the service stops."""
+    consumer = SubscriberSettler(publisher, queue, backoff=backoff)
     exchange, _, _ = CONSUMERS[queue.name]
 
     @broker.subscriber(
@@ -113,6 +114,14 @@ def envelope_subscriber(
     )
     async def on_message(message: RabbitMessage) -> None:
         await consumer.run(message, model, handler)
+
+    return consumer
+
+
+async def raw_body(message: RabbitMessage) -> bytes:
+    """FastStream decoder that leaves the body alone: the settler parses it, so that a
+    malformed body is dead-lettered with its reason rather than failing inside the framework."""
+    return message.body
 
 
 class Runtime(Protocol):

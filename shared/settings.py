@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.settlement import RedeliveryBackoff
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs. Defaults are the local development stack of ``make run``."""
@@ -20,8 +22,14 @@ class ServiceSettings(BaseSettings):
     #: Seconds between two outbox sweeps when no commit woke the relay up.
     outbox_poll_interval: float = Field(default=0.5, gt=0)
     outbox_batch_size: int = Field(default=1000, gt=0, le=10_000)
-    #: Seconds to wait before handing back a message whose handling failed (database down...).
+    #: Seconds to wait before handing back a message whose handling failed (database down...)
+    #: the first time; the pause doubles with each redelivery up to ``retry_delay_max``.
     retry_delay: float = Field(default=1.0, ge=0)
+    retry_delay_max: float = Field(default=300.0, ge=0)
     prefetch_count: int = Field(default=64, gt=0)
     #: Address of the health and metrics server (0.0.0.0 in a container).
     ops_host: str = "127.0.0.1"
+
+    @property
+    def redelivery_backoff(self) -> RedeliveryBackoff:
+        return RedeliveryBackoff(self.retry_delay, max(self.retry_delay, self.retry_delay_max))

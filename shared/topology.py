@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiormq
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 from shared.contracts import EVENT_MODELS, Envelope, EventType
@@ -37,7 +38,13 @@ CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
 
 
 def consumer_queue(name: str) -> RabbitQueue:
-    """A durable quorum queue whose poison messages end in ``<name>.dlq``."""
+    """A durable quorum queue whose poison messages end in ``<name>.dlq``.
+
+    The broker dead-letters ``at-least-once``: a message leaves the queue only once the
+    dead-letter queue has it (RabbitMQ's default, ``at-most-once``, drops it if the move
+    fails), which RabbitMQ allows only with ``overflow: reject-publish`` (a full queue refuses
+    new messages, which the publisher's confirms then report, rather than dropping old ones).
+    """
     _, routing_key, delivery_limit = CONSUMERS[name]
     return RabbitQueue(
         name,
@@ -48,6 +55,8 @@ def consumer_queue(name: str) -> RabbitQueue:
             "x-dead-letter-exchange": DEAD_LETTERS.name,
             "x-dead-letter-routing-key": name,
             "x-delivery-limit": delivery_limit,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
         },
     )
 
@@ -65,10 +74,21 @@ async def declare_topology(broker: RabbitBroker) -> None:
     dead_letters = await broker.declare_exchange(DEAD_LETTERS)
     for name, (exchange, routing_key, _) in CONSUMERS.items():
         source = await broker.declare_exchange(exchange)
-        queue = await broker.declare_queue(consumer_queue(name))
+        try:
+            queue = await broker.declare_queue(consumer_queue(name))
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            raise TopologyMismatchError(
+                f"queue {name} exists with other arguments than this version declares"
+                f" ({error}); a quorum queue's arguments cannot change: let it drain, delete"
+                " it, and start again (README: Upgrading the broker topology)"
+            ) from error
         await queue.bind(source, routing_key=routing_key)
         dlq = await broker.declare_queue(dead_letter_queue(name))
         await dlq.bind(dead_letters, routing_key=name)
+
+
+class TopologyMismatchError(RuntimeError):
+    """The broker holds a queue declared with other arguments (by an older version)."""
 
 
 def document_events(broker: RabbitBroker, *events: EventType) -> None:

@@ -27,7 +27,7 @@ async def publish(
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange)
+        target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         await target.publish(
             aio_pika.Message(
                 body,
@@ -124,7 +124,7 @@ async def request(
         channel = await connection.channel(publisher_confirms=True)
         replies = await channel.declare_queue(exclusive=True, auto_delete=True)
         correlation_id = uuid.uuid4().hex
-        target = await channel.get_exchange(exchange)
+        target = await channel.get_exchange(exchange) if exchange else channel.default_exchange
         await target.publish(
             aio_pika.Message(
                 body,

@@ -53,7 +53,7 @@ class Notifier:
             lambda envelope: self.service.on_order_shipped(envelope),
             self.publisher,
             prefetch=settings.prefetch_count,
-            retry_delay=settings.retry_delay,
+            backoff=settings.redelivery_backoff,
         )
         self.ops = service_ops(
             "notifier",

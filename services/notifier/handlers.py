@@ -41,7 +41,7 @@ from shared.contracts import (
 )
 from shared.database import Connection
 from shared.logging import get_logger
-from shared.messaging import RetryLaterError
+from shared.settlement import RetryLaterError
 from shared.topology import EVENTS
 
 SOURCE = "notifier"

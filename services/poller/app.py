@@ -22,7 +22,7 @@ from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
 from shared.amqp import AmqpPublisher
-from shared.consumers import BatchConsumer
+from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
     EventType,
@@ -33,7 +33,7 @@ from shared.contracts import (
 )
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import OutboxRelay, UnprocessableMessageError
+from shared.messaging import OutboxRelay
 from shared.service import (
     envelope_subscriber,
     outbox_relay,
@@ -41,6 +41,7 @@ from shared.service import (
     service_broker,
     service_ops,
 )
+from shared.settlement import UnprocessableMessageError
 from shared.topology import (
     EVENTS,
     consumer_queue,
@@ -88,16 +89,19 @@ class Poller:
         #: Polls are overdue counting from here until each source's first one ends.
         self._started_at = time.monotonic()
 
+        self._settlers: list[SubscriberSettler] = []
+
         def subscribe(queue: RabbitQueue, model: Any, handler: Any, description: str) -> None:
-            envelope_subscriber(
+            settler = envelope_subscriber(
                 self.broker,
                 self.publisher,
                 queue,
                 model,
                 handler,
-                retry_delay=settings.retry_delay,
+                backoff=settings.redelivery_backoff,
                 description=description,
             )
+            self._settlers.append(settler)
 
         # As many order.status_changed as orders in a catch-up: consumed in batches.
         self.recorded = BatchConsumer(
@@ -108,7 +112,7 @@ class Poller:
             self.publisher,
             prefetch=1000,
             max_batch=500,
-            retry_delay=settings.retry_delay,
+            backoff=settings.redelivery_backoff,
         )
         self.ops = service_ops(
             "poller",
@@ -243,6 +247,8 @@ class Poller:
     async def close(self) -> None:
         await self.ops.stop()
         await self.recorded.stop()
+        for settler in self._settlers:
+            await settler.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

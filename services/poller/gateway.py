@@ -56,7 +56,7 @@ from shared.contracts import (
 )
 from shared.database import Connection, session_lock
 from shared.logging import get_logger
-from shared.messaging import RetryLaterError, UnprocessableMessageError
+from shared.settlement import RetryLaterError, UnprocessableMessageError
 from shared.topology import EVENTS
 
 log = get_logger(__name__)

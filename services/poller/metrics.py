@@ -19,7 +19,8 @@ ORDERS_PUBLISHED = Counter(
 )
 ORDERS_SKIPPED = Counter(
     "lengow_orders_orders_skipped_total",
-    "Orders read but not published: malformed, or fulfillment when not imported.",
+    "Orders read but not published: malformed or with an unknown status (both kept in"
+    " quarantine), or fulfillment when not imported.",
     ["source", "reason"],
 )
 ACTIONS = Counter("lengow_orders_actions_total", "Marketplace actions, by final state.", ["state"])

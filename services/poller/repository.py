@@ -91,16 +91,18 @@ class PollerRepository:
         return value
 
     async def quarantine(
-        self, source: str, rows: list[tuple[str, str, str, dict[str, Any], datetime]]
+        self, source: str, rows: list[tuple[str, str, str, str, dict[str, Any], datetime]]
     ) -> None:
-        """Orders that could not be read: ``(marketplace, order id, reason, raw, held_from)``."""
+        """Orders that could not be read or handled: ``(marketplace, order id, kind, reason,
+        raw, held_from)``."""
         if not rows:
             return
         await self._pool.executemany(
-            "INSERT INTO quarantined_orders (marketplace, marketplace_order_id, source, reason,"
-            " raw, held_from) VALUES ($1, $2, $6, $3, $4, $5)"
+            "INSERT INTO quarantined_orders (marketplace, marketplace_order_id, kind, reason,"
+            " raw, held_from, source) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             " ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET"
-            " reason = excluded.reason, raw = excluded.raw, last_seen = now(),"
+            " kind = excluded.kind, reason = excluded.reason, raw = excluded.raw,"
+            " last_seen = now(),"
             " polls = quarantined_orders.polls + 1,"
             " held_from = LEAST(quarantined_orders.held_from, excluded.held_from)",
             [(*row, source) for row in rows],
@@ -152,8 +154,9 @@ class PollerRepository:
     async def record_run(self, report: PollReport) -> None:
         await self._pool.execute(
             "INSERT INTO poll_runs (source, kind, window_from, window_to, started_at,"
-            " finished_at, fetched, published, unchanged, malformed, filtered, error)"
-            " VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11)",
+            " finished_at, fetched, published, unchanged, malformed, filtered, error,"
+            " unknown_status, republished)"
+            " VALUES ($1, $2, $3, $4, $5, now(), $6, $7, $8, $9, $10, $11, $12, $13)",
             report.source,
             report.kind,
             report.window.updated_from,
@@ -165,6 +168,8 @@ class PollerRepository:
             report.malformed,
             report.filtered,
             report.error,
+            report.unknown_status,
+            report.republished,
         )
 
 

@@ -27,7 +27,7 @@ from services.poller.metrics import (
 from services.poller.orders import fingerprint, parse_order
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
-from shared.contracts import Envelope, EventType, OrderSnapshot
+from shared.contracts import Envelope, EventType, LengowStatus, OrderSnapshot
 from shared.logging import get_logger
 from shared.messaging import describe_validation_error
 
@@ -51,6 +51,18 @@ def quarantine_key(raw: dict[str, Any], marketplace: str) -> tuple[str, str]:
     order_id = str(named) if named not in (None, "") else f"(unnamed {fingerprint(raw)[:16]})"
     where = raw.get("marketplace")
     return (str(where) if isinstance(where, str) and where else marketplace, order_id[:200])
+
+
+def unknown_status(raw: dict[str, Any]) -> str | None:
+    """The order's Lengow status when this version does not know it (Lengow may add one):
+    such an order is kept as what it is, not as a malformed one."""
+    status = raw.get("lengow_status")
+    if isinstance(status, str) and status and status not in KNOWN_STATUSES:
+        return status
+    return None
+
+
+KNOWN_STATUSES = frozenset(status.value for status in LengowStatus)
 
 
 def _readable_time(value: Any) -> datetime | None:
@@ -100,7 +112,10 @@ class PollReport:
     published: int = 0
     unchanged: int = 0
     malformed: int = 0
+    unknown_status: int = 0
     filtered: int = 0
+    #: Orders a catch-up published again although their fingerprint had not changed.
+    republished: int = 0
     locked_out: bool = False
     error: str | None = None
     correlation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -223,7 +238,9 @@ class OrderSync:
                     published=report.published,
                     unchanged=report.unchanged,
                     malformed=report.malformed,
+                    unknown_status=report.unknown_status,
                     filtered=report.filtered,
+                    republished=report.republished,
                 )
             await session.record_run(report)
         self.last_finished[source.name] = time.monotonic()
@@ -245,24 +262,12 @@ class OrderSync:
     ) -> None:
         report.fetched += len(page)
         parsed: list[tuple[OrderSnapshot, str]] = []
-        quarantined: list[tuple[str, str, str, dict[str, Any], datetime]] = []
+        quarantined: list[tuple[str, str, str, str, dict[str, Any], datetime]] = []
         for raw in page:
             try:
                 snapshot = parse_order(raw)
             except ValidationError as exc:
-                report.malformed += 1
-                ORDERS_SKIPPED.labels(source.name, "malformed").inc()
-                reason = describe_validation_error(exc)
-                marketplace, order_id = quarantine_key(raw, source.marketplace)
-                log.warning(
-                    "poll.order_skipped",
-                    source=source.name,
-                    order_id=order_id,
-                    reason=reason,
-                    kept="in quarantine: read again at every poll until it reads",
-                )
-                held_from = _readable_time(raw.get("updated_at")) or report.window.updated_from
-                quarantined.append((marketplace, order_id, reason, raw, held_from))
+                quarantined.append(self._quarantined(source, raw, exc, report))
                 continue
             if snapshot.is_delivered_by_marketplace and not source.import_fulfillment:
                 report.filtered += 1
@@ -271,7 +276,7 @@ class OrderSync:
             parsed.append((snapshot, fingerprint(raw)))
 
         await session.quarantine(source.name, quarantined)
-        if self._in_quarantine.get(source.name) != 0 or report.malformed:
+        if self._in_quarantine.get(source.name) != 0 or quarantined:
             released = await session.release(
                 [(s.marketplace, s.marketplace_order_id) for s, _ in parsed]
             )
@@ -286,6 +291,12 @@ class OrderSync:
             if known.get((snapshot.marketplace, snapshot.marketplace_order_id)) != digest
         ]
         report.unchanged += len(parsed) - len(changed)
+        if report.kind == "catchup":
+            # Every order of the window again, changed or not: whatever was lost downstream
+            # (a dead letter, a restored backup) is repaired by the next catch-up; the
+            # processor ignores the snapshots it already has.
+            report.republished += len(parsed) - len(changed)
+            changed = parsed
         # Each publish waits for the broker's confirm; only confirmed orders are remembered.
         await asyncio.gather(
             *(self._publish_order(snapshot, report.correlation_id) for snapshot, _ in changed)
@@ -295,6 +306,35 @@ class OrderSync:
         )
         report.published += len(changed)
         ORDERS_PUBLISHED.labels(source.name).inc(len(changed))
+
+    def _quarantined(
+        self,
+        source: LengowSource,
+        raw: dict[str, Any],
+        error: ValidationError,
+        report: PollReport,
+    ) -> tuple[str, str, str, str, dict[str, Any], datetime]:
+        """How an order that cannot be handled is kept: what it is, and why."""
+        marketplace, order_id = quarantine_key(raw, source.marketplace)
+        status = unknown_status(raw)
+        if status is not None:
+            kind = "unknown_status"
+            reason = f"Lengow status {status!r} is not known to this version"
+            report.unknown_status += 1
+        else:
+            kind, reason = "malformed", describe_validation_error(error)
+            report.malformed += 1
+        ORDERS_SKIPPED.labels(source.name, kind).inc()
+        log.warning(
+            "poll.order_quarantined",
+            source=source.name,
+            order_id=order_id,
+            kind=kind,
+            reason=reason,
+            kept="in quarantine: read again at every poll until it can be handled",
+        )
+        held_from = _readable_time(raw.get("updated_at")) or report.window.updated_from
+        return (marketplace, order_id, kind, reason, raw, held_from)
 
     async def _publish_order(self, snapshot: OrderSnapshot, correlation_id: str) -> None:
         envelope = Envelope[OrderSnapshot](

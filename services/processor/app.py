@@ -18,7 +18,7 @@ from services.processor.handlers import (
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork
 from shared.amqp import AmqpPublisher
-from shared.consumers import BatchConsumer
+from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
     EventType,
@@ -28,13 +28,14 @@ from shared.contracts import (
 )
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import Consumer, OutboxRelay, raw_body
+from shared.messaging import OutboxRelay
 from shared.observability import (
     refresh_outbox_metrics,
 )
 from shared.service import (
     envelope_subscriber,
     outbox_relay,
+    raw_body,
     service_app,
     service_broker,
     service_ops,
@@ -97,7 +98,7 @@ class Processor:
             self.publisher,
             prefetch=2 * settings.processor_batch_size,
             max_batch=settings.processor_batch_size,
-            retry_delay=settings.retry_delay,
+            backoff=settings.redelivery_backoff,
         )
         self.ops = service_ops(
             "processor",
@@ -108,8 +109,8 @@ class Processor:
             self.refresh_metrics,
             consumer=self.order_changes,
         )
-        command_consumer = Consumer(
-            self.publisher, self.commands_queue, retry_delay=settings.retry_delay
+        command_consumer = SubscriberSettler(
+            self.publisher, self.commands_queue, backoff=settings.redelivery_backoff
         )
         command_handler = CommandHandler(
             self.unit_of_work,
@@ -140,24 +141,25 @@ class Processor:
 
             await command_consumer.run_raw(message, handle)
 
-        envelope_subscriber(
+        rules = envelope_subscriber(
             self.broker,
             self.publisher,
             self.rules_queue,
             Envelope[MarketplaceRulesChanged],
             lambda envelope: store_marketplace_rules(self.unit_of_work, envelope),
-            retry_delay=settings.retry_delay,
+            backoff=settings.redelivery_backoff,
             description="Keeps each marketplace's rules (Lengow's marketplaces document).",
         )
-        envelope_subscriber(
+        failures = envelope_subscriber(
             self.broker,
             self.publisher,
             self.failures_queue,
             Envelope[OrderActionFailed],
             lambda envelope: record_action_failure(self.unit_of_work, envelope),
-            retry_delay=settings.retry_delay,
+            backoff=settings.redelivery_backoff,
             description="Frees an order's ship or refund once the marketplace refused it.",
         )
+        self._settlers = (command_consumer, rules, failures)
 
     def described(self) -> RabbitBroker:
         """For the AsyncAPI document: the queue consumed outside FastStream."""
@@ -208,6 +210,8 @@ class Processor:
     async def close(self) -> None:
         await self.ops.stop()
         await self.order_changes.stop()
+        for settler in self._settlers:
+            await settler.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.publisher.close()

@@ -39,11 +39,11 @@ from shared.contracts import (
 )
 from shared.logging import get_logger
 from shared.messaging import (
-    UnprocessableMessageError,
     bind_envelope,
     describe_validation_error,
     parse_envelope,
 )
+from shared.settlement import UnprocessableMessageError
 from shared.topology import EVENTS
 
 SOURCE = "processor"

@@ -45,6 +45,7 @@ async def processor(amqp_url: str, database_url: str) -> AsyncIterator[Processor
         amqp_url=amqp_url,
         database_url=database_url,
         retry_delay=0.1,
+        retry_delay_max=0.1,
         outbox_poll_interval=0.1,
         log_format="console",
         processor_ops_port=0,
@@ -151,6 +152,7 @@ def poller_settings(
         "lengow_backoff_seconds": 0.01,
         "poller_ops_port": 0,
         "retry_delay": 0.1,
+        "retry_delay_max": 0.1,
         "log_format": "console",
         **overrides,
     }
@@ -196,6 +198,7 @@ def notifier_settings(
         "smtp_backoff_seconds": 0.05,
         "smtp_timeout_seconds": 5,
         "retry_delay": 0.2,
+        "retry_delay_max": 0.2,
         "outbox_poll_interval": 0.1,
         "notifier_ops_port": 0,
         "seller_legal_name": "Outils Martin SAS",

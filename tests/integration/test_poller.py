@@ -67,6 +67,28 @@ async def test_every_page_is_read_and_every_order_published(
 async def test_unchanged_orders_are_not_published_again(
     amqp_url: str, sandbox: RunningSandbox, poller_factory: StartPoller
 ) -> None:
+    """An incremental poll whose window (here: a long overlap) holds orders already
+    published publishes only those that changed."""
+    ids = create_orders(sandbox, 30)
+    poller = await poller_factory(poll_overlap_seconds=3600)
+    first = await poller.sync.incremental(source(poller))
+    assert first.published == 30
+    sandbox.marketplace.move(ids[0], "waiting_shipment", now())
+    async with recording(amqp_url, "orders.events", "order.changed") as events:
+        second = await poller.sync.incremental(source(poller))
+        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 1)
+        await asyncio.sleep(0.3)
+    assert (second.fetched, second.published, second.unchanged) == (30, 1, 29)
+    assert published_ids(events) == [ids[0]]
+    assert events.of_type("order.changed")[0]["data"]["lengow_status"] == "waiting_shipment"
+
+
+async def test_the_catchup_publishes_every_order_of_its_window_again(
+    amqp_url: str, sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """Before, the catch-up skipped what it had already published, so an order.changed lost
+    downstream (dead-lettered, say) was never repaired. Now it publishes every order again;
+    the processor ignores what it has."""
     ids = create_orders(sandbox, 30)
     poller = await poller_factory()
     first = await poller.sync.catchup(source(poller))
@@ -74,11 +96,10 @@ async def test_unchanged_orders_are_not_published_again(
     sandbox.marketplace.move(ids[0], "waiting_shipment", now())
     async with recording(amqp_url, "orders.events", "order.changed") as events:
         second = await poller.sync.catchup(source(poller))
-        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 1)
-        await asyncio.sleep(0.3)
-    assert (second.fetched, second.published, second.unchanged) == (30, 1, 29)
-    assert published_ids(events) == [ids[0]]
-    assert events.of_type("order.changed")[0]["data"]["lengow_status"] == "waiting_shipment"
+        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 30)
+    assert (second.fetched, second.published, second.unchanged) == (30, 30, 29)
+    assert second.republished == 29
+    assert sorted(published_ids(events)) == sorted(ids)
 
 
 async def test_watermark_moves_after_success_and_the_next_window_overlaps(
@@ -134,7 +155,7 @@ async def test_session_token_is_renewed_when_lengow_rejects_it(
     create_orders(sandbox, 2, minutes_ago=1)
     report = await poller.sync.catchup(source(poller))
     assert report.error is None
-    assert report.published == 2
+    assert (report.published, report.republished) == (5, 3)  # a catch-up publishes all again
     assert sandbox.calls("POST /access/get_token") == 2
 
 
@@ -191,7 +212,7 @@ async def test_malformed_orders_are_skipped_and_the_poll_goes_on(
     with caplog.at_level(logging.WARNING):
         report = await poller.sync.catchup(source(poller))
     assert (report.fetched, report.published, report.malformed) == (10, 8, 2)
-    skipped = [r for r in caplog.records if "poll.order_skipped" in r.getMessage()]
+    skipped = [r for r in caplog.records if "poll.order_quarantined" in r.getMessage()]
     assert len(skipped) == 2
     assert "updated_at" in skipped[0].getMessage()
 
@@ -296,8 +317,9 @@ async def test_schedule_polls_on_its_own(
     async with recording(amqp_url, "orders.events", "order.changed") as events, app:
         await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 3)
         later = create_orders(sandbox, 1, minutes_ago=0)
-        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 4)
-    assert sorted(published_ids(events)) == sorted(ids + later)
+        await events.wait_for(lambda r: later[0] in published_ids(r))
+    # The first incremental poll and the day's first catch-up both publish the first three.
+    assert set(published_ids(events)) == set(ids + later)
 
 
 async def test_orders_changing_during_the_read_are_not_skipped(
@@ -443,3 +465,25 @@ async def test_an_unreadable_order_is_kept_and_read_again_until_it_reads(
     assert published_ids(events) == [kept["marketplace_order_id"]]
     assert second.published == 1
     assert await poller.pool().fetchval("SELECT count(*) FROM quarantined_orders") == 0
+
+
+async def test_an_order_in_a_status_lengow_added_is_kept_as_such(
+    amqp_url: str, database_url: str, sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """Lengow adds a status this version does not know: the order is kept in quarantine as an
+    unknown status (not as a malformed order), named in ordersctl, and the watermark holds."""
+    ids = create_orders(sandbox, 3, minutes_ago=10)
+    sandbox.marketplace.orders[ids[1]].raw["lengow_status"] = "waiting_payment"
+    poller = await poller_factory(poll_overlap_seconds=0)
+    report = await poller.sync.incremental(source(poller))
+    assert (report.published, report.malformed, report.unknown_status) == (2, 0, 1)
+    [kept] = await poller.pool().fetch("SELECT * FROM quarantined_orders")
+    assert (kept["marketplace_order_id"], kept["kind"]) == (ids[1], "unknown_status")
+    assert "'waiting_payment'" in kept["reason"]
+    code, output = await ordersctl_json(amqp_url, database_url, "quarantine")
+    assert code == 0, output
+    assert [(r["marketplace_order_id"], r["kind"]) for r in json.loads(output)] == [
+        (ids[1], "unknown_status")
+    ]
+    run = await poller.pool().fetchrow("SELECT * FROM poll_runs ORDER BY id DESC LIMIT 1")
+    assert run["unknown_status"] == 1

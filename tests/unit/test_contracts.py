@@ -6,7 +6,8 @@ import pytest
 
 from services.processor.handlers import read_command
 from shared.contracts import Envelope, OrderSnapshot
-from shared.messaging import UnprocessableMessageError, parse_envelope
+from shared.messaging import parse_envelope
+from shared.settlement import UnprocessableMessageError
 from tests.factories import encode, envelope, order_snapshot
 
 

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from shared.logging import configure_logging
-from shared.messaging import RetryLaterError, log_failure
+from shared.settlement import RetryLaterError, log_failure
 
 
 @pytest.fixture(autouse=True)
