@@ -8,6 +8,7 @@ Not a production service: ops point the notifier at Mailpit or a real relay inst
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 import uuid
 from email import message_from_bytes, policy
@@ -28,6 +29,9 @@ class MailFolder:
         folder.mkdir(parents=True, exist_ok=True)
         #: The client address of each SMTP session that delivered something.
         self.sessions: set[tuple[str, int]] = set()
+        #: Faults for the next messages, one each: "drop" files the message and closes the
+        #: connection without answering; a number files it and answers that many seconds later.
+        self.after_data: list[str | float] = []
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
@@ -43,6 +47,11 @@ class MailFolder:
         partial = self.folder / f".{name}.part"
         partial.write_bytes(envelope.original_content or envelope.content)
         partial.rename(self.folder / name)  # readers never see half a message
+        fault = self.after_data.pop(0) if self.after_data else None
+        if fault == "drop":
+            server.transport.close()
+        elif isinstance(fault, int | float):
+            await asyncio.sleep(fault)
         return "250 Message accepted for delivery"
 
     def messages(self) -> list[EmailMessage]:

@@ -12,11 +12,18 @@ channel's lock, numbered as ``basic_publish`` numbers them, writes it at once an
 every confirm: 23 µs a message. It uses aiormq's channel attributes (its lock, delivery tag,
 pending confirmations and write queue), so aiormq is pinned to the 7.x series it was written
 against, and the publishing tests exercise it against a real broker.
+
+A message the pipeline's own consumers must receive is published ``mandatory``: if no queue
+takes it (an operator deleted the queue, a binding is missing), the broker returns it and the
+publish fails, so the outbox keeps it, rather than confirming it and dropping it. Every
+confirm is awaited for at most ``confirm_timeout`` seconds: a broker that takes the message
+and never answers fails the publish, which is then sent again (at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,11 +52,13 @@ class Outgoing:
     reply_to: str | None = None
     headers: Mapping[str, Any] | None = None
     content_type: str | None = "application/json"
+    #: Returned by the broker, and failed, when no queue takes it.
+    mandatory: bool = True
 
-    def properties(self) -> Basic.Properties:
+    def properties(self, message_id: str) -> Basic.Properties:
         return Basic.Properties(
             delivery_mode=PERSISTENT,
-            message_id=self.message_id,
+            message_id=message_id,
             correlation_id=self.correlation_id,
             reply_to=self.reply_to,
             headers=dict(self.headers) if self.headers else None,
@@ -57,11 +66,16 @@ class Outgoing:
         )
 
 
+class UnroutableMessageError(Exception):
+    """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
 class AmqpPublisher:
     """Persistent messages, each awaited until the broker confirms it (or raises)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, confirm_timeout: float = 30.0) -> None:
         self._url = url
+        self._confirm_timeout = confirm_timeout
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
 
@@ -69,7 +83,10 @@ class AmqpPublisher:
         if self._connection is None:
             # A robust connection reconnects by itself after a broker restart.
             self._connection = await aio_pika.connect_robust(self._url)
-            self._channel = await self._connection.channel(publisher_confirms=True)
+            # on_return_raises: a returned message fails its confirm (aiormq's PublishError).
+            self._channel = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -87,8 +104,10 @@ class AmqpPublisher:
         reply_to: str | None = None,
         headers: Mapping[str, Any] | None = None,
         content_type: str | None = "application/json",
+        mandatory: bool = True,
     ) -> None:
-        """Returns once the broker has the message; raises if it refused it or went away."""
+        """Returns once the broker has the message; raises if it refused it, returned it
+        (mandatory and unroutable) or went away."""
         await self.publish_many(
             [
                 Outgoing(
@@ -100,6 +119,7 @@ class AmqpPublisher:
                     reply_to=reply_to,
                     headers=headers,
                     content_type=content_type,
+                    mandatory=mandatory,
                 )
             ]
         )
@@ -114,11 +134,20 @@ class AmqpPublisher:
         channel = await self._channel.get_underlay_channel()
         assert isinstance(channel, aiormq.Channel), "aio-pika runs on aiormq's channel"
         frames: list[FrameType] = []
-        for message in messages:
-            # mandatory=False: an event nobody subscribes to yet is not an error.
-            frames.append(Basic.Publish(exchange=message.exchange, routing_key=message.routing_key))
+        # aiormq matches a returned message to its confirm by message id.
+        message_ids = [message.message_id or uuid.uuid4().hex for message in messages]
+        for message, message_id in zip(messages, message_ids, strict=True):
             frames.append(
-                ContentHeader(properties=message.properties(), body_size=len(message.body))
+                Basic.Publish(
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    mandatory=message.mandatory,
+                )
+            )
+            frames.append(
+                ContentHeader(
+                    properties=message.properties(message_id), body_size=len(message.body)
+                )
             )
             body, size = message.body, channel.max_content_size
             frames.extend(ContentBody(body[i : i + size]) for i in range(0, len(body), size))
@@ -131,6 +160,7 @@ class AmqpPublisher:
             tags = range(first, first + len(messages))
             confirms = [channel.create_future() for _ in tags]
             channel.confirmations.update(zip(tags, confirms, strict=True))
+            channel.message_id_delivery_tag.update(zip(message_ids, tags, strict=True))
             channel.delivery_tag = tags[-1]
             try:
                 await channel.write_queue.put(payload)
@@ -140,6 +170,37 @@ class AmqpPublisher:
                 for tag, confirm in zip(tags, confirms, strict=True):
                     channel.confirmations.pop(tag, None)
                     confirm.cancel()
+                _forget(channel, message_ids, tags)
                 raise
-        # A refused message fails its confirm (DeliveryError); a closed channel fails them all.
-        await asyncio.gather(*confirms)
+        try:
+            # A refused message fails its confirm (DeliveryError), a returned one too
+            # (PublishError); a closed channel fails them all.
+            async with asyncio.timeout(self._confirm_timeout):
+                results = await asyncio.gather(*confirms, return_exceptions=True)
+        except TimeoutError:
+            for confirm in confirms:
+                confirm.cancel()
+            raise TimeoutError(
+                f"the broker confirmed none or part of {len(messages)} messages"
+                f" within {self._confirm_timeout:g} s"
+            ) from None
+        finally:
+            _forget(channel, message_ids, tags)
+        _raise_first_failure(messages, results)
+
+
+def _forget(channel: aiormq.Channel, message_ids: Sequence[str], tags: range) -> None:
+    for message_id, tag in zip(message_ids, tags, strict=True):
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            del channel.message_id_delivery_tag[message_id]
+
+
+def _raise_first_failure(messages: Sequence[Outgoing], results: Sequence[object]) -> None:
+    for message, result in zip(messages, results, strict=True):
+        if isinstance(result, aiormq.exceptions.PublishError):
+            raise UnroutableMessageError(
+                f"no queue takes {message.routing_key!r} on exchange {message.exchange!r}:"
+                " the broker returned the message"
+            )
+        if isinstance(result, BaseException):
+            raise result

@@ -34,7 +34,8 @@ async def send_command(
     envelope = Envelope[dict[str, Any]](type=type_, source=source, data=data)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        # A command no queue takes is returned and fails here, rather than vanishing.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         replies = await channel.declare_queue(exclusive=True, auto_delete=True)
         correlation_id = uuid.uuid4().hex
         target = await channel.get_exchange(exchange)
@@ -67,7 +68,8 @@ async def publish_command(
     envelope = Envelope[dict[str, Any]](type=type_, source=source, data=data)
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        # A command no queue takes is returned and fails here, rather than vanishing.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         target = await channel.get_exchange(COMMANDS.name)
         await target.publish(
             aio_pika.Message(

@@ -73,7 +73,8 @@ async def replay_dead_letters(amqp_url: str, queue: str, limit: int = 1000) -> i
     replayed = 0
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        # A replay no queue takes is returned and fails here: the dead letter is kept.
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
         while replayed < limit and (message := await dlq.get(fail=False)) is not None:
             letter = describe(message)

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -20,6 +21,7 @@ from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
 from shared.settlement import UnprocessableMessageError
+from shared.topology import must_be_routed
 
 log = get_logger(__name__)
 
@@ -100,9 +102,11 @@ class Outbox:
 class OutboxRelay:
     """Publishes outbox rows with publisher confirms, then marks them published.
 
-    Rows are claimed with ``FOR UPDATE SKIP LOCKED`` so replicas share the work; a crash after
-    publishing and before marking means a row is published again, which the consumers' inboxes
-    absorb (at-least-once, never lost).
+    Rows are claimed for ``claim_seconds`` (``FOR UPDATE SKIP LOCKED``, so replicas share the
+    work) in a statement of their own; the publish waits for the broker without any
+    transaction or row lock held. A crash after publishing and before marking means a row is
+    published again once its claim expires, which the consumers' inboxes absorb
+    (at-least-once, never lost).
     """
 
     def __init__(
@@ -112,11 +116,13 @@ class OutboxRelay:
         *,
         poll_interval: float = 0.5,
         batch_size: int = 1000,
+        claim_seconds: float = 120.0,
     ) -> None:
         self._pool = pool
         self._publisher = publisher
         self._poll_interval = poll_interval
         self._batch_size = batch_size
+        self._claim = timedelta(seconds=claim_seconds)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -142,30 +148,43 @@ class OutboxRelay:
                     pass
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                # Broker or database away: the rows stay unpublished and are retried.
-                log.exception("outbox.relay_failed")
+            except Exception as error:
+                # Broker or database away, or a message no queue takes: the rows stay
+                # unpublished and are retried.
+                log.error("outbox.relay_failed", error=str(error), error_type=type(error).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             self._wake.clear()
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; returns how many were published."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, message_id, exchange, routing_key, body, reply_to, correlation_id"
-                " FROM outbox WHERE published_at IS NULL ORDER BY id"
-                " LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self._batch_size,
-            )
-            if not rows:
-                return 0
+        rows = await self._pool.fetch(
+            "UPDATE outbox SET claimed_until = now() + $2::interval WHERE id IN ("
+            " SELECT id FROM outbox WHERE published_at IS NULL"
+            " AND (claimed_until IS NULL OR claimed_until < now())"
+            " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, message_id, exchange, routing_key, body, reply_to, correlation_id",
+            self._batch_size,
+            self._claim,
+        )
+        if not rows:
+            return 0
+        rows = sorted(rows, key=lambda row: row["id"])
+        ids = [row["id"] for row in rows]
+        try:
             # One write, every confirm awaited; a failure aborts the batch and nothing is marked.
             await self._publisher.publish_many([_outgoing(row) for row in rows])
-            await conn.execute(
-                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                [row["id"] for row in rows],
-            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._pool.execute(
+                    "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1::bigint[])", ids
+                )
+            raise
+        await self._pool.execute(
+            "UPDATE outbox SET published_at = now(), claimed_until = NULL"
+            " WHERE id = ANY($1::bigint[])",
+            ids,
+        )
         self.published += len(rows)
         return len(rows)
 
@@ -184,6 +203,8 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
         message_id=str(row["message_id"]),
         correlation_id=row["correlation_id"],
         reply_to=row["reply_to"],
+        # A reply whose caller has gone is not lost: the answer is on the event bus too.
+        mandatory=must_be_routed(row["exchange"], row["routing_key"]),
     )
 
 

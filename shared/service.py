@@ -45,6 +45,12 @@ def service_broker(service: str, settings: ServiceSettings) -> RabbitBroker:
     )
 
 
+def service_publisher(settings: ServiceSettings) -> AmqpPublisher:
+    return AmqpPublisher(
+        settings.amqp_url.get_secret_value(), confirm_timeout=settings.publish_confirm_timeout
+    )
+
+
 async def outbox_relay(
     pool: asyncpg.Pool, publisher: AmqpPublisher, settings: ServiceSettings
 ) -> OutboxRelay:
@@ -56,6 +62,8 @@ async def outbox_relay(
         publisher,
         poll_interval=settings.outbox_poll_interval,
         batch_size=settings.outbox_batch_size,
+        # Long enough that a publish still waiting for its confirms keeps its rows.
+        claim_seconds=4 * settings.publish_confirm_timeout,
     )
 
 

@@ -7,6 +7,7 @@ cannot handle goes, with its reason, to ``<queue>.dlq`` through ``orders.dead-le
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import aiormq
@@ -35,6 +36,33 @@ CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
     "processor.marketplace-rules": (EVENTS, "marketplace.rules_changed", 20),
     "processor.action-failed": (EVENTS, "order.action_failed", 20),
 }
+
+
+@functools.cache
+def must_be_routed(exchange: str, routing_key: str) -> bool:
+    """Whether one of the pipeline's own queues is bound for this message. Then a message no
+    queue takes is an error (its queue was deleted, say) that must fail the publish; an event
+    only outside subscribers read (``invoice.sent``) may find nobody yet."""
+    if exchange == DEAD_LETTERS.name:
+        return True
+    return any(
+        source.name == exchange and topic_matches(pattern, routing_key)
+        for source, pattern, _ in CONSUMERS.values()
+    )
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """A topic exchange's binding rule: ``*`` is one word, ``#`` zero or more."""
+    return _words_match(pattern.split("."), routing_key.split("."))
+
+
+def _words_match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[skip:]) for skip in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
 def consumer_queue(name: str) -> RabbitQueue:

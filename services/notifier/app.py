@@ -10,13 +10,19 @@ from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
-from shared.amqp import AmqpPublisher
 from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, EventType, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
-from shared.service import outbox_relay, service_app, service_broker, service_ops
+from shared.retention import Pruner
+from shared.service import (
+    outbox_relay,
+    service_app,
+    service_broker,
+    service_ops,
+    service_publisher,
+)
 from shared.topology import (
     consumer_queue,
     declare_topology,
@@ -33,7 +39,7 @@ class Notifier:
     def __init__(self, settings: NotifierSettings) -> None:
         self.settings = settings
         self.broker = service_broker("notifier", settings)
-        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
+        self.publisher = service_publisher(settings)
         document_events(
             self.broker,
             EventType.INVOICE_SENT,
@@ -42,6 +48,7 @@ class Notifier:
         self.order_shipped_queue = consumer_queue("notifier.order-shipped")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
+        self._pruner: Pruner | None = None
         self._service: InvoiceService | None = None
         self.mailer = InvoiceMailer(settings)
         # The bulk of the notifier's traffic: consumed on aiormq's channel directly (see
@@ -108,6 +115,13 @@ class Notifier:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        self._pruner = Pruner(
+            self.pool,
+            "notifier",
+            self.settings.messaging_retention(),
+            interval=self.settings.prune_interval_seconds,
+        )
+        self._pruner.start()
         await self.orders_shipped.start()
         await self.ops.start()
         if set(self.settings.seller_siren) <= {"0"}:
@@ -126,6 +140,8 @@ class Notifier:
         await self.ops.stop()
         await self.orders_shipped.stop()
         await self.mailer.close()
+        if self._pruner is not None:
+            await self._pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.publisher.close()

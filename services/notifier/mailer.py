@@ -1,7 +1,9 @@
 """SMTP adapter: composes the invoice email and delivers it with aiosmtplib.
 
 Failures are sorted for the caller: a temporary one (connection refused, timeout, 4xx) is
-worth retrying; a permanent one (5xx, such as an unknown recipient) is not.
+worth retrying; a permanent one (5xx, such as an unknown recipient) is not; one that happened
+after the message's content left (the server's final answer never came) is *in doubt*: the
+server may have taken the email, so it is not sent again as if it had not.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from email.mime.application import MIMEApplication
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
+from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.response import SMTPResponse
+from aiosmtplib.typing import Default, SMTPStatus
 from email_validator import EmailNotValidError, validate_email
 
 from services.notifier.invoice import Invoice
@@ -37,6 +43,47 @@ class TemporaryDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     pass
+
+
+class InDoubtDeliveryError(DeliveryError):
+    """The content was sent and the server's answer did not come: it may have been
+    delivered."""
+
+
+class _ContentTrackingSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, with DATA sent in two visible steps so that a failure can be told
+    apart: before the content left (nothing delivered) or after (in doubt). Written here
+    because aiosmtplib's ``data()`` does both steps in one call and reports either the same
+    way; the steps are those of ``SMTPProtocol.execute_data_command``."""
+
+    content_sent = False
+
+    async def data(
+        self,
+        message: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,  # noqa: ASYNC109
+    ) -> SMTPResponse:
+        wait = self.timeout if timeout is Default.token else timeout
+        start = await self.execute_command(b"DATA", timeout=wait)
+        if start.code != SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        raw = message.encode("ascii") if isinstance(message, str) else message
+        payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw)) + b".\r\n"
+        protocol = self.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self.content_sent = True
+        try:
+            protocol.write(payload)
+            response = await protocol.read_response(timeout=wait)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            self.close()
+            raise
+        if response.code != SMTPStatus.completed:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
 
 def one_line(text: str) -> str:
@@ -84,7 +131,7 @@ class InvoiceMailer:
         self._settings = settings
         self.domain = settings.mail_from.rpartition("@")[2] or "localhost"
         self._sessions = asyncio.Semaphore(settings.smtp_max_connections)
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[_ContentTrackingSMTP, float]] = []
 
     def compose(
         self, invoice: Invoice, rendered: RenderedEmail, pdf: bytes, recipient: str, message_id: str
@@ -122,8 +169,10 @@ class InvoiceMailer:
 
     async def send(self, message: Message) -> None:
         """Deliver on a session kept from an earlier email when one is free, else on a new
-        one. A kept session that the server has closed meanwhile is replaced once."""
+        one. A kept session that the server has closed meanwhile is replaced once, unless the
+        content had left: then the email is in doubt (:class:`InDoubtDeliveryError`)."""
         async with self._sessions:
+            client: _ContentTrackingSMTP | None = None
             try:
                 client = self._take_idle()
                 if client is not None:
@@ -131,10 +180,15 @@ class InvoiceMailer:
                         await self._send_on(client, message)
                         return
                     except (aiosmtplib.SMTPServerDisconnected, OSError, TimeoutError):
-                        pass  # dropped while idle: the server never took this email
-                await self._send_on(await self._connect(), message)
+                        if client.content_sent:
+                            raise
+                        # Dropped while idle: the server never took this email.
+                client = await self._connect()
+                await self._send_on(client, message)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise self._sorted(exc) from None
+                raise self._sorted(
+                    exc, in_doubt=client is not None and client.content_sent
+                ) from None
 
     async def close(self) -> None:
         """Say goodbye on every kept session (at shutdown)."""
@@ -143,7 +197,7 @@ class InvoiceMailer:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await client.quit()
 
-    def _take_idle(self) -> aiosmtplib.SMTP | None:
+    def _take_idle(self) -> _ContentTrackingSMTP | None:
         while self._idle:
             client, since = self._idle.pop()
             if time.monotonic() - since < IDLE_SESSION_SECONDS and client.is_connected:
@@ -151,9 +205,9 @@ class InvoiceMailer:
             client.close()
         return None
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> _ContentTrackingSMTP:
         settings = self._settings
-        client = aiosmtplib.SMTP(
+        client = _ContentTrackingSMTP(
             hostname=settings.smtp_host,
             port=settings.smtp_port,
             username=settings.smtp_username or None,
@@ -173,8 +227,9 @@ class InvoiceMailer:
             raise
         return client
 
-    async def _send_on(self, client: aiosmtplib.SMTP, message: Message) -> None:
+    async def _send_on(self, client: _ContentTrackingSMTP, message: Message) -> None:
         """Send, then keep the session for the next email; on any failure, drop it."""
+        client.content_sent = False
         try:
             await client.send_message(message)
         except BaseException:
@@ -182,9 +237,14 @@ class InvoiceMailer:
             raise
         self._idle.append((client, time.monotonic()))
 
-    def _sorted(self, exc: BaseException) -> DeliveryError:
-        """A temporary or a permanent failure, with what the server said."""
+    def _sorted(self, exc: BaseException, *, in_doubt: bool) -> DeliveryError:
+        """A temporary, permanent or in-doubt failure, with what the server said."""
         settings = self._settings
+        if in_doubt and not isinstance(exc, aiosmtplib.SMTPResponseException):
+            return InDoubtDeliveryError(
+                f"the message's content was sent to {settings.smtp_host}:{settings.smtp_port}"
+                f" and its answer did not come: {type(exc).__name__}: {exc}"
+            )
         if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
             codes = [error.code for error in exc.recipients]
             text = "; ".join(f"{e.code} {e.message}" for e in exc.recipients)

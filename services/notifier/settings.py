@@ -23,6 +23,10 @@ class NotifierSettings(ServiceSettings):
     #: Attempts within one delivery before the message is handed back for a later retry.
     smtp_attempts: int = Field(default=3, gt=0)
     smtp_backoff_seconds: float = Field(default=1.0, ge=0)
+    #: How long a worker's claim on an invoice lasts: longer than any SMTP call.
+    invoice_claim_seconds: float = Field(default=300.0, gt=0)
+    #: Pause before the one resend of an email whose first attempt is in doubt.
+    smtp_in_doubt_pause_seconds: float = Field(default=600.0, ge=0)
     mail_from: str = "factures@example-seller.fr"
     mail_from_name: str = "Service client"
     invoice_language: Literal["fr", "en"] = "fr"

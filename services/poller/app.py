@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,10 +18,9 @@ from services.poller.gateway import ActionGateway
 from services.poller.imports import ImportMarker
 from services.poller.lengow import LengowClient, RateBudget
 from services.poller.marketplaces import MarketplaceRulesReader
-from services.poller.repository import PollerRepository
+from services.poller.repository import PollerRepository, poller_retention
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
-from shared.amqp import AmqpPublisher
 from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
@@ -34,12 +33,14 @@ from shared.contracts import (
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
+from shared.retention import Pruner
 from shared.service import (
     envelope_subscriber,
     outbox_relay,
     service_app,
     service_broker,
     service_ops,
+    service_publisher,
 )
 from shared.settlement import UnprocessableMessageError
 from shared.topology import (
@@ -63,7 +64,7 @@ class Poller:
     def __init__(self, settings: PollerSettings) -> None:
         self.settings = settings
         self.broker = service_broker("poller", settings)
-        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
+        self.publisher = service_publisher(settings)
         document_events(
             self.broker,
             EventType.ORDER_CHANGED,
@@ -84,6 +85,7 @@ class Poller:
             settings.lengow_calls_per_minute, settings.lengow_budget_window_seconds
         )
         self._relay: OutboxRelay | None = None
+        self._pruner: Pruner | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         #: Polls are overdue counting from here until each source's first one ends.
@@ -208,6 +210,19 @@ class Poller:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        self._pruner = Pruner(
+            self.pool(),
+            "poller",
+            [
+                *self.settings.messaging_retention(),
+                *poller_retention(
+                    poll_runs=timedelta(days=self.settings.poll_runs_retention_days),
+                    personal_data=timedelta(days=self.settings.personal_data_retention_days),
+                ),
+            ],
+            interval=self.settings.prune_interval_seconds,
+        )
+        self._pruner.start()
         await self.recorded.start()
         await self.ops.start()
         self._started_at = time.monotonic()
@@ -253,6 +268,8 @@ class Poller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._pruner is not None:
+            await self._pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.publisher.close()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from shared.contracts import OrderActionRequested
 from shared.database import Connection, session_lock
+from shared.retention import RetentionRule
 from shared.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -471,3 +472,25 @@ class ImportRepository:
             give_up,
             retry_in,
         )
+
+
+def poller_retention(*, poll_runs: timedelta, personal_data: timedelta) -> list[RetentionRule]:
+    """Poll runs are history for ops; a quarantined order's JSON holds the customer's
+    personal data, so it goes once nobody has seen the order for that long."""
+    return [
+        RetentionRule(
+            "poll_runs",
+            "WITH gone AS (DELETE FROM poll_runs WHERE id IN (SELECT id FROM poll_runs"
+            " WHERE finished_at < now() - $2::interval LIMIT $1) RETURNING 1)"
+            " SELECT count(*) FROM gone",
+            poll_runs,
+        ),
+        RetentionRule(
+            "quarantine",
+            "WITH gone AS (DELETE FROM quarantined_orders WHERE (marketplace,"
+            " marketplace_order_id) IN (SELECT marketplace, marketplace_order_id"
+            " FROM quarantined_orders WHERE last_seen < now() - $2::interval LIMIT $1)"
+            " RETURNING 1) SELECT count(*) FROM gone",
+            personal_data,
+        ),
+    ]

@@ -47,6 +47,7 @@ class PollerSettings(ServiceSettings):
     catchup_time: time = time(3, 0)
     catchup_days: int = Field(default=3, gt=0)
     poller_db_schema: str = "poller"
+    poll_runs_retention_days: float = Field(default=90.0, gt=0)
     poller_ops_port: int = 9102
     poller_db_pool_size: int = Field(default=10, ge=3)
     #: Actions sent at once; fewer than the pool's connections, so polls always find one.

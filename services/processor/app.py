@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
@@ -16,8 +18,7 @@ from services.processor.handlers import (
     store_marketplace_rules,
 )
 from services.processor.metrics import ORDERS_BY_STATUS
-from services.processor.repository import ProcessorUnitOfWork
-from shared.amqp import AmqpPublisher
+from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
 from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
@@ -32,6 +33,7 @@ from shared.messaging import OutboxRelay
 from shared.observability import (
     refresh_outbox_metrics,
 )
+from shared.retention import Pruner
 from shared.service import (
     envelope_subscriber,
     outbox_relay,
@@ -39,6 +41,7 @@ from shared.service import (
     service_app,
     service_broker,
     service_ops,
+    service_publisher,
 )
 from shared.settings import ServiceSettings
 from shared.topology import (
@@ -87,7 +90,8 @@ class Processor:
         self.failures_queue = consumer_queue("processor.action-failed")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
-        self.publisher = AmqpPublisher(settings.amqp_url.get_secret_value())
+        self._pruner: Pruner | None = None
+        self.publisher = service_publisher(settings)
         # The bulk of the traffic: consumed in batches on aio-pika (see shared/consumers.py),
         # twice the batch in flight so that the next batch gathers while one commits.
         self.order_changes = BatchConsumer(
@@ -197,6 +201,16 @@ class Processor:
     async def started(self) -> None:
         await declare_topology(self.broker)
         self.relay.start()
+        self._pruner = Pruner(
+            self.pool,
+            "processor",
+            [
+                *self.settings.messaging_retention(),
+                personal_data_rule(timedelta(days=self.settings.personal_data_retention_days)),
+            ],
+            interval=self.settings.prune_interval_seconds,
+        )
+        self._pruner.start()
         await self.order_changes.start()
         await self.ops.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)
@@ -212,6 +226,8 @@ class Processor:
         await self.order_changes.stop()
         for settler in self._settlers:
             await settler.stop()
+        if self._pruner is not None:
+            await self._pruner.stop()
         if self._relay is not None:
             await self._relay.stop()
         await self.publisher.close()

@@ -48,6 +48,12 @@ NEXT_STATUSES: Mapping[LengowStatus, frozenset[LengowStatus]] = {
     S.REFUNDED: frozenset(),
 }
 
+#: Nothing more is expected of the seller: the final statuses, and closed (delivered; a
+#: refund that may still come needs no address). Personal data goes a set time after these.
+SETTLED_STATUSES = frozenset(
+    {status for status, following in NEXT_STATUSES.items() if not following} | {S.CLOSED}
+)
+
 #: Reaching one of these means the goods left: the customer's invoice is due.
 SHIPMENT_STATUSES = frozenset({S.SHIPPED, S.CLOSED})
 #: Statuses only an order that shipped can have.

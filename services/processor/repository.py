@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from services.processor.lifecycle import OrderState
-from shared.contracts import MANOMANO_STATUS, LengowStatus, OrderRef, OrderSnapshot
+from services.processor.lifecycle import SETTLED_STATUSES, OrderState
+from shared.contracts import MANOMANO_STATUS, Address, LengowStatus, OrderRef, OrderSnapshot
 from shared.database import Connection
+from shared.retention import RetentionRule
 from shared.unit_of_work import UnitOfWork
 
 
@@ -313,3 +314,29 @@ class ProcessorUnitOfWork(UnitOfWork):
         self.orders = OrderRepository(conn)
         self.commands = CommandRepository(conn)
         self.rules = MarketplaceRulesRepository(conn)
+
+
+#: What identifies a customer in an address; the country stays (it decides the VAT).
+PERSONAL_FIELDS = tuple(field for field in Address.model_fields if field != "common_country_iso_a2")
+
+
+def personal_data_rule(horizon: timedelta) -> RetentionRule:
+    """The customer's name, contact and address leave the stored snapshot ``horizon`` after
+    the order is settled (its billing address and each package's delivery address)."""
+    settled = ",".join(sorted(status.value for status in SETTLED_STATUSES))
+    fields = ",".join(PERSONAL_FIELDS)
+    return RetentionRule(
+        "personal_data",
+        "WITH stripped AS (UPDATE orders o SET personal_data_removed_at = now(),"
+        f" snapshot = o.snapshot || jsonb_build_object("
+        f"'billing_address', (o.snapshot->'billing_address') - '{{{fields}}}'::text[],"
+        " 'packages', coalesce((SELECT jsonb_agg(p || jsonb_build_object('delivery',"
+        f" (p->'delivery') - '{{{fields}}}'::text[]))"
+        " FROM jsonb_array_elements(o.snapshot->'packages') p), '[]'::jsonb))"
+        " WHERE (o.marketplace, o.marketplace_order_id) IN (SELECT marketplace,"
+        " marketplace_order_id FROM orders WHERE personal_data_removed_at IS NULL"
+        f" AND lengow_status = ANY('{{{settled}}}'::text[])"
+        " AND updated_at < now() - $2::interval LIMIT $1) RETURNING 1)"
+        " SELECT count(*) FROM stripped",
+        horizon,
+    )

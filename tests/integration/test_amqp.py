@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
 import aiormq
 import pytest
+from faststream.rabbit import RabbitBroker
 
-from shared.amqp import PERSISTENT, AmqpPublisher, Outgoing
+from shared.amqp import PERSISTENT, AmqpPublisher, Outgoing, UnroutableMessageError
+from shared.database import create_pool, migrate_dsn
+from shared.messaging import OutboxRelay
+from shared.topology import declare_topology
+from tests.bus import delete_queues
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +138,129 @@ async def test_a_batch_that_cannot_be_framed_leaves_the_channel_usable(
     left = await channel.declare_queue(queue.name, passive=True)
     assert left.declaration_result.message_count == 0
     await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_a_message_no_queue_takes_fails_the_publish(
+    publisher: AmqpPublisher, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """Before, an unroutable message (its queue deleted, a binding missing) was confirmed by
+    the broker and dropped. Now a mandatory message comes back and fails its batch."""
+    queue = await _queue(channel)
+    nowhere = f"test.nowhere.{uuid.uuid4().hex[:8]}"
+    batch = [
+        Outgoing("", queue.name, b"{}", message_id="kept"),
+        Outgoing("", nowhere, b"{}", message_id="returned"),
+    ]
+    with pytest.raises(UnroutableMessageError, match=nowhere):
+        await publisher.publish_many(batch)
+    # An event only outside subscribers read may find nobody: published, not mandatory.
+    await publisher.publish_many([Outgoing("", nowhere, b"{}", mandatory=False)])
+    await publisher.publish_many([Outgoing("", queue.name, b"{}", message_id="after")])
+    received = await asyncio.wait_for(_drain(queue, 2), 10)
+    assert [m.message_id for m in received] == ["kept", "after"]
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_a_confirm_that_does_not_come_in_time_fails_the_publish(
+    amqp_url: str, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """A publish never waits forever for the broker: past the timeout it fails (and the
+    caller sends it again); the publisher stays usable, late confirms are ignored."""
+    impatient = AmqpPublisher(amqp_url, confirm_timeout=1e-6)
+    await impatient.connect()
+    queue = await _queue(channel)
+    try:
+        with pytest.raises(TimeoutError, match="within"):
+            await impatient.publish_many([Outgoing("", queue.name, b"{}")] * 200)
+        impatient._confirm_timeout = 10
+        await impatient.publish_many([Outgoing("", queue.name, b"{}", message_id="later")])
+    finally:
+        await impatient.close()
+    received = await asyncio.wait_for(_drain(queue, 201), 10)
+    assert received[-1].message_id == "later"
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+class HeldPublisher(AmqpPublisher):
+    """Waits ``hold`` before publishing: a slow broker."""
+
+    def __init__(self, url: str, hold: asyncio.Event) -> None:
+        super().__init__(url)
+        self.hold = hold
+        self.waiting = asyncio.Event()
+
+    async def publish_many(self, messages: Sequence[Outgoing]) -> None:
+        self.waiting.set()
+        await self.hold.wait()
+        await super().publish_many(messages)
+
+
+async def test_the_relay_holds_no_lock_while_it_waits_for_the_broker(
+    amqp_url: str, database_url: str, channel: aio_pika.abc.AbstractChannel
+) -> None:
+    """Before, the relay kept its transaction (and the rows' locks) open while it waited for
+    the confirms. Now the rows are claimed with a lease and no transaction waits on the
+    broker; a second relay leaves claimed rows alone."""
+    await migrate_dsn(database_url, "relaytest", "services.notifier")
+    pool = await create_pool(database_url, "relaytest")
+    queue = await _queue(channel)
+    hold = asyncio.Event()
+    publisher = HeldPublisher(amqp_url, hold)
+    await publisher.connect()
+    try:
+        await pool.execute(
+            "INSERT INTO outbox (message_id, exchange, routing_key, body)"
+            " VALUES ($1, '', $2, '{}')",
+            uuid.uuid4(),
+            queue.name,
+        )
+        relay = OutboxRelay(pool, publisher)
+        publishing = asyncio.create_task(relay.publish_pending())
+        await asyncio.wait_for(publisher.waiting.wait(), 5)
+        async with pool.acquire() as conn, conn.transaction():
+            locked = await conn.fetch("SELECT id FROM outbox FOR UPDATE NOWAIT")
+            assert len(locked) == 1
+        assert await OutboxRelay(pool, AmqpPublisher(amqp_url)).publish_pending() == 0
+        hold.set()
+        assert await asyncio.wait_for(publishing, 10) == 1
+        assert await relay.pending() == 0
+    finally:
+        await publisher.close()
+        await pool.close()
+    assert len(await asyncio.wait_for(_drain(queue, 1), 10)) == 1
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+async def test_the_relay_keeps_a_row_no_queue_takes(
+    amqp_url: str, database_url: str, publisher: AmqpPublisher
+) -> None:
+    """An order.status_changed whose queue is gone (an operator deleted it) stays in the outbox
+    until the queue is back; an event only outside subscribers read is published."""
+    async with RabbitBroker(amqp_url) as broker:
+        await declare_topology(broker)
+    await delete_queues(amqp_url, "poller.order-recorded")
+    await migrate_dsn(database_url, "relaytest", "services.notifier")
+    pool = await create_pool(database_url, "relaytest")
+    try:
+        for routing_key in ("invoice.sent", "order.status_changed"):
+            await pool.execute(
+                "INSERT INTO outbox (message_id, exchange, routing_key, body)"
+                " VALUES ($1, 'orders.events', $2, '{}')",
+                uuid.uuid4(),
+                routing_key,
+            )
+        relay = OutboxRelay(pool, publisher, batch_size=1)
+        assert await relay.publish_pending() == 1  # invoice.sent: nobody needs to read it
+        with pytest.raises(UnroutableMessageError, match=r"order\.status_changed"):
+            await relay.publish_pending()
+        assert await relay.pending() == 1
+        unpublished = "SELECT claimed_until FROM outbox WHERE published_at IS NULL"
+        assert await pool.fetchval(unpublished) is None
+        async with RabbitBroker(amqp_url) as broker:
+            await declare_topology(broker)
+        assert await relay.publish_pending() == 1
+    finally:
+        await pool.close()
+        await delete_queues(amqp_url, "poller.order-recorded")
+        async with RabbitBroker(amqp_url) as broker:
+            await declare_topology(broker)

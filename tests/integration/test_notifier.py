@@ -42,7 +42,7 @@ async def invoices(database_url: str) -> list[asyncpg.Record]:
     try:
         return await conn.fetch(
             "SELECT marketplace_order_id, invoice_number, sequence, email_status, attempts,"
-            " message_id, last_error FROM notifier.invoices ORDER BY sequence"
+            " message_id, last_error, doubtful FROM notifier.invoices ORDER BY sequence"
         )
     finally:
         await conn.close()
@@ -264,8 +264,10 @@ async def test_invoice_numbered_by_a_worker_that_died_is_archived_then_sent(
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
     try:
         # What the dead worker left behind: the number given, nothing archived or sent.
-        numbered = await notifier.service._number(conn, shipment)
+        numbered = await notifier.service._number(conn, shipment, "a worker that died")
         assert await conn.fetchval("SELECT pdf FROM invoices") is None
+        # ... and its claim, which expires after the lease.
+        await conn.execute("UPDATE invoices SET claimed_until = now() - interval '1 second'")
     finally:
         await conn.close()
 
@@ -337,3 +339,74 @@ async def test_malformed_shipment_is_dead_lettered_and_the_next_one_is_invoiced(
         "invalid message: body: Invalid JSON: expected value at line 1 column 1",
         "invalid message: data.shipped_at: Field required",
     ]
+
+
+@pytest.mark.parametrize(
+    "fault", ["drop", 2.0], ids=["dropped-after-data", "answer-slower-than-the-timeout"]
+)
+async def test_an_email_in_doubt_is_sent_at_most_twice_with_one_message_id(
+    amqp_url: str,
+    database_url: str,
+    smtp_sink: SmtpSink,
+    notifier_factory: StartNotifier,
+    caplog: pytest.LogCaptureFixture,
+    fault: str | float,
+) -> None:
+    """Before, an SMTP server that took the content and then dropped the connection (or
+    answered after the timeout) got the email again at once, and again on every redelivery.
+    Now such an attempt is in doubt: never retried within the delivery, sent once more after
+    the pause with the same Message-ID, and never a third time."""
+    smtp_sink.mails.after_data.extend([fault] * 5)
+    notifier = await notifier_factory(smtp_in_doubt_pause_seconds=0.5, smtp_timeout_seconds=1)
+    with caplog.at_level(logging.WARNING):
+        await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+        [row] = await quiet(database_url, notifier, 1)
+    await asyncio.sleep(1.5)  # time for a third email, if one were sent
+    mails = smtp_sink.messages()
+    assert len(mails) == 2
+    assert {m["Message-ID"] for m in mails} == {row["message_id"]}
+    assert row["email_status"] == "failed"
+    assert row["message_id"] in row["last_error"] and "not sent a third time" in row["last_error"]
+    assert caplog.text.count("invoice.attempt_in_doubt") >= 2
+
+
+async def test_an_email_in_doubt_once_is_resent_once_after_the_pause(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    smtp_sink.mails.after_data.append("drop")
+    notifier = await notifier_factory(smtp_in_doubt_pause_seconds=1.0)
+    started = asyncio.get_running_loop().time()
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    [row] = await quiet(database_url, notifier, 1)
+    assert asyncio.get_running_loop().time() - started >= 1.0
+    assert row["email_status"] == "sent"
+    mails = smtp_sink.messages()
+    assert [m["Message-ID"] for m in mails] == [row["message_id"]] * 2
+
+
+async def test_the_claim_on_an_invoice_survives_the_loss_of_its_database_session(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    """Before, the claim was a session advisory lock: a PostgreSQL restart during the SMTP
+    call freed it and the next delivery sent the email at once. Now the claim is a row with a
+    lease: nobody sends while it runs; once it expired, the attempt counts as in doubt."""
+    notifier = await notifier_factory(smtp_in_doubt_pause_seconds=0)
+    shipment = OrderShipped.model_validate(order_shipped())
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    # A worker numbered the invoice, started its SMTP call, and lost its session.
+    await notifier.service._number(conn, shipment, "a worker mid-call")
+    await conn.execute("UPDATE invoices SET email_status = 'sending'")
+    await conn.close()
+
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    await asyncio.sleep(2.0)
+    assert smtp_sink.messages() == []
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    try:
+        await conn.execute("UPDATE invoices SET claimed_until = now() - interval '1 second'")
+    finally:
+        await conn.close()
+    [mail] = await wait_for_mails(smtp_sink, 1)
+    [row] = await quiet(database_url, notifier, 1)
+    assert (row["email_status"], row["doubtful"]) == ("sent", 1)
+    assert mail["Message-ID"] == row["message_id"]

@@ -48,3 +48,9 @@ def test_the_delivery_count_is_read_from_the_quorum_queue_header(
 def test_a_huge_count_stays_at_the_cap() -> None:
     assert RedeliveryBackoff(first=1, cap=300).delay(10_000) == 300.0
     assert RedeliveryBackoff(first=0, cap=300).delay(5) == 0.0
+
+
+def test_the_inbox_outlives_the_dead_letter_replay_horizon() -> None:
+    """A dead letter replayed after its id left the inbox would be handled twice."""
+    with pytest.raises(ValueError, match="INBOX_RETENTION_DAYS must be longer"):
+        ServiceSettings(inbox_retention_days=10, dead_letter_replay_days=14)
