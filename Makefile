@@ -29,6 +29,7 @@ test: lint typecheck ## Lint, type-check, then every test (unit, integration, en
 	$(BIN)/pytest
 
 test-faults: $(STAMP) servers ## The fault-injection suite: kill -9, broker and database restarts, outages (minutes)
+	@command -v faketime >/dev/null || { command -v apt-get >/dev/null && apt-get install -y -q faketime >/dev/null; } || echo 'faketime missing: the clock scenario is skipped'
 	$(BIN)/pytest -m faults tests/faults
 
 test-unit: $(STAMP) ## Only the fast tests that need no server

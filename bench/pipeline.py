@@ -137,8 +137,12 @@ async def keep_sampling(services: list[Service], stop: asyncio.Event) -> None:
         await asyncio.sleep(0.5)
 
 
-async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, Any]:
-    """A 3-day catch-up of ``orders`` orders: sandbox -> poller -> broker -> processor -> DB."""
+async def catchup(
+    amqp_url: str, database_url: str, orders: int, *, again: bool = False
+) -> dict[str, Any]:
+    """A 3-day catch-up of ``orders`` orders: sandbox -> poller -> broker -> processor -> DB.
+    With ``again``, the daily catch-up then reads the same 3 days, nothing changed, and
+    publishes every order again (what repairs a loss downstream): its cost is measured."""
     from sandbox.server import base_url, create_sandbox, sandbox_state, serve
     from services.poller.settings import PollerSettings
 
@@ -194,6 +198,7 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
             limit=600,
         )
         del published
+        repeat = await _catchup_again(amqp_url, database_url) if again else None
     finally:
         stop.set()
         await sampler
@@ -213,7 +218,30 @@ async def catchup(amqp_url: str, database_url: str, orders: int) -> dict[str, An
         "ratio_to_floor": seconds / floor,
         "rate_limited": sum(sandbox_state(app).rate_limited.values()),
         "peak_rss_mib": {s.name: round(s.peak_rss_kib / 1024, 1) for s in services},
+        "again": repeat,
     }
+
+
+async def _catchup_again(amqp_url: str, database_url: str) -> dict[str, float]:
+    """Trigger the daily catch-up (``poller.sync``) and time it until the processor handled
+    every order it published again; nothing changed, so it stores nothing new."""
+    from shared.command_client import publish_command
+
+    handled = await count(database_url, "SELECT count(*) FROM processor.inbox")
+    started = time.perf_counter()
+    await publish_command(amqp_url, "poller.sync", {"catchup": True}, source="bench")
+    query = "SELECT coalesce(sum(published), 0) FROM poller.poll_runs WHERE kind = 'catchup'"
+    await wait_until(lambda: _at_least(database_url, query, 1), limit=3600, every=0.5)
+    republished = await count(database_url, query)
+    await wait_until(
+        lambda: _at_least(
+            database_url, "SELECT count(*) FROM processor.inbox", handled + republished
+        ),
+        limit=3600,
+        every=0.5,
+    )
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "republished": republished, "rate": republished / seconds}
 
 
 async def latency(amqp_url: str, database_url: str, rate: int, seconds: int) -> dict[str, Any]:

@@ -12,16 +12,31 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets as secrets_module
+import shutil
 import signal
 import sys
+from pathlib import Path
 
 import asyncpg
 
+from shared.access import (
+    ORDERSCTL,
+    SERVICES,
+    broker_user,
+    database_role,
+    provision_database,
+    provision_with_rabbitmqctl,
+    service_urls,
+)
+from shared.database import ensure_database
 from shared.settings import ServiceSettings
 
 SANDBOX_PORT = 8700
 SMTP_PORT = 8025
 EMAILS_FOLDER = "var/emails"
+#: ordersctl's own (read-only) credentials for this run.
+ORDERSCTL_ENV = "var/ordersctl.env"
 SANDBOX_SOURCE = {
     "name": "ManoMano Standard (sandbox)",
     "account_id": 1000,
@@ -102,13 +117,48 @@ async def report_progress(dsn: str, every: float) -> None:
         print(f" progress | orders by status: {summary} | invoices: {invoices}", flush=True)
 
 
+async def own_credentials(env: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Each service's AMQP_URL and DATABASE_URL as its own user and role, freshly provisioned
+    with random passwords (shared/access.py); ordersctl's are written to ORDERSCTL_ENV. Empty
+    when the broker is not local (no rabbitmqctl): then everything runs as the configured
+    user."""
+    if shutil.which("rabbitmqctl") is None:
+        print(" devstack | no rabbitmqctl here: every service uses AMQP_URL's user", flush=True)
+        return {}
+    admin = ServiceSettings()
+    amqp, database = admin.amqp_url.get_secret_value(), admin.database_url.get_secret_value()
+    names = [*SERVICES, ORDERSCTL]
+    secrets = {name: secrets_module.token_hex(16) for name in names}
+    passwords: dict[str, str] = {}
+    for name, secret in secrets.items():
+        passwords[broker_user(name)] = passwords[database_role(name)] = secret
+    await asyncio.to_thread(provision_with_rabbitmqctl, passwords)
+    await ensure_database(database)
+    await provision_database(database, passwords)
+    urls = {name: service_urls(name, secrets[name], amqp, database) for name in names}
+    await asyncio.to_thread(write_private, Path(ORDERSCTL_ENV), urls[ORDERSCTL])
+    return urls
+
+
+def write_private(path: Path, values: dict[str, str]) -> None:
+    """Secrets on disk for this machine's user only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"{key}={value}\n" for key, value in values.items()), "utf-8")
+
+
 async def main(args: argparse.Namespace) -> int:
     env = {**DEMO_ENVIRONMENT, **os.environ} if args.sandbox else dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    credentials = await own_credentials(env)
     children: dict[str, asyncio.subprocess.Process] = {}
     for name, command in processes(args.sandbox).items():
         children[name] = await asyncio.create_subprocess_exec(
-            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command,
+            env={**env, **credentials.get(name, {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         if name in ("sandbox", "smtp"):
             await asyncio.sleep(0.5)  # let it bind its port before the services call it
@@ -133,6 +183,12 @@ async def main(args: argparse.Namespace) -> int:
             for name, port in OPS_PORTS.items()
         )
         + "  ops CLI   .venv/bin/ordersctl list | show ORDER | accept ORDER | ...\n"
+        + (
+            f"            as its own read-only user: env $(cat {ORDERSCTL_ENV})"
+            " .venv/bin/ordersctl list\n"
+            if credentials
+            else ""
+        )
         + "Ctrl-C stops everything.",
         flush=True,
     )

@@ -36,6 +36,9 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
+#: How the publishing connection of every service is named at the broker.
+PUBLISHER_CONNECTION_NAME = "lengow-orders publisher"
+
 #: AMQP delivery mode of a message the broker writes to disk.
 PERSISTENT = 2
 
@@ -81,8 +84,11 @@ class AmqpPublisher:
 
     async def connect(self) -> None:
         if self._connection is None:
-            # A robust connection reconnects by itself after a broker restart.
-            self._connection = await aio_pika.connect_robust(self._url)
+            # A robust connection reconnects by itself after a broker restart. Named, so that
+            # ops (and the fault suite) can tell the publishing connection in the broker's list.
+            self._connection = await aio_pika.connect_robust(
+                self._url, client_properties={"connection_name": PUBLISHER_CONNECTION_NAME}
+            )
             # on_return_raises: a returned message fails its confirm (aiormq's PublishError).
             self._channel = await self._connection.channel(
                 publisher_confirms=True, on_return_raises=True

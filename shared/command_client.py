@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import aio_pika
+from yarl import URL
 
 from shared.contracts import Envelope
 from shared.topology import COMMANDS
@@ -44,6 +45,7 @@ async def send_command(
                 envelope.model_dump_json().encode(),
                 message_id=str(envelope.id),
                 reply_to=replies.name,
+                user_id=broker_user(amqp_url),
                 correlation_id=correlation_id,
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
@@ -75,9 +77,16 @@ async def publish_command(
             aio_pika.Message(
                 envelope.model_dump_json().encode(),
                 message_id=str(envelope.id),
+                user_id=broker_user(amqp_url),
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key=type_,
         )
     return envelope
+
+
+def broker_user(amqp_url: str) -> str:
+    """The user the connection logs in as: a command says who sent it (the broker refuses a
+    user-id other than the connection's own, so the processor can trust it)."""
+    return URL(amqp_url).user or "guest"

@@ -69,7 +69,9 @@ async def migrate(conn: asyncpg.Connection, schema: str, package: str) -> list[s
     lock_key = f"lengow-orders:migrate:{schema}"
     await conn.execute("SELECT pg_advisory_lock(hashtext($1))", lock_key)
     try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        # Created only when missing: a service's role owns its schema and may not create one.
+        if not await conn.fetchval("SELECT true FROM pg_namespace WHERE nspname = $1", schema):
+            await conn.execute(f"CREATE SCHEMA {schema}")
         await conn.execute(
             f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"

@@ -12,6 +12,7 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
+from yarl import URL
 
 
 async def publish(
@@ -22,8 +23,11 @@ async def publish(
     *,
     message_id: str | None = None,
     headers: dict[str, Any] | None = None,
+    signed: bool = True,
+    reply_to: str | None = None,
 ) -> None:
-    """Publish one persistent message and wait for the broker's confirm."""
+    """Publish one persistent message (with the connection's user as its AMQP user-id,
+    unless ``signed`` is false) and wait for the broker's confirm."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -33,6 +37,8 @@ async def publish(
                 body,
                 message_id=message_id,
                 headers=headers,
+                user_id=(URL(url).user or "guest") if signed else None,
+                reply_to=reply_to,
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
@@ -130,6 +136,7 @@ async def request(
                 body,
                 reply_to=replies.name,
                 correlation_id=correlation_id,
+                user_id=URL(url).user or "guest",
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),

@@ -10,8 +10,9 @@ from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
+from shared.access import EMITS
 from shared.consumers import ConcurrentConsumer
-from shared.contracts import Envelope, EventType, OrderShipped
+from shared.contracts import Envelope, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
@@ -40,11 +41,7 @@ class Notifier:
         self.settings = settings
         self.broker = service_broker("notifier", settings)
         self.publisher = service_publisher(settings)
-        document_events(
-            self.broker,
-            EventType.INVOICE_SENT,
-            EventType.INVOICE_FAILED,
-        )
+        document_events(self.broker, *EMITS["notifier"])
         self.order_shipped_queue = consumer_queue("notifier.order-shipped")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None

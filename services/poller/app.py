@@ -21,10 +21,10 @@ from services.poller.marketplaces import MarketplaceRulesReader
 from services.poller.repository import PollerRepository, poller_retention
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
+from shared.access import EMITS
 from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
-    EventType,
     OrderActionRequested,
     OrderLinkRequested,
     OrderStatusChanged,
@@ -65,13 +65,7 @@ class Poller:
         self.settings = settings
         self.broker = service_broker("poller", settings)
         self.publisher = service_publisher(settings)
-        document_events(
-            self.broker,
-            EventType.ORDER_CHANGED,
-            EventType.ORDER_ACTION_SUCCEEDED,
-            EventType.ORDER_ACTION_FAILED,
-            EventType.MARKETPLACE_RULES_CHANGED,
-        )
+        document_events(self.broker, *EMITS["poller"])
         self.sync_queue = consumer_queue("poller.sync")
         self.actions_queue = consumer_queue("poller.action-requested")
         self.recorded_queue = consumer_queue("poller.order-recorded")

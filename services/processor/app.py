@@ -19,10 +19,10 @@ from services.processor.handlers import (
 )
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
+from shared.access import EMITS, ORDERSCTL, broker_user
 from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
-    EventType,
     MarketplaceRulesChanged,
     OrderActionFailed,
     OrderSnapshot,
@@ -66,6 +66,10 @@ class ProcessorSettings(ServiceSettings):
     #: cannot be checked is refused rather than sent on trust.
     marketplace_carriers: list[str] = Field(default_factory=list)
     marketplace_refund_reasons: list[str] = Field(default_factory=list)
+    #: Broker users allowed to send each command type (``*``: every type not named).
+    command_senders: dict[str, list[str]] = Field(
+        default_factory=lambda: {"*": [broker_user(ORDERSCTL), "guest"]}
+    )
 
 
 class Processor:
@@ -74,16 +78,7 @@ class Processor:
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
         self.broker = service_broker("processor", settings)
-        document_events(
-            self.broker,
-            EventType.ORDER_STATUS_CHANGED,
-            EventType.ORDER_SHIPPED,
-            EventType.ORDER_TRANSITION_REJECTED,
-            EventType.COMMAND_ACCEPTED,
-            EventType.COMMAND_REJECTED,
-            EventType.ORDER_ACTION_REQUESTED,
-            EventType.ORDER_LINK_REQUESTED,
-        )
+        document_events(self.broker, *EMITS["processor"])
         self.order_changed_queue = consumer_queue("processor.order-changed")
         self.commands_queue = consumer_queue("processor.commands")
         self.rules_queue = consumer_queue("processor.marketplace-rules")
@@ -120,6 +115,7 @@ class Processor:
             self.unit_of_work,
             carriers=settings.marketplace_carriers,
             refund_reasons=settings.marketplace_refund_reasons,
+            senders=settings.command_senders,
         )
 
         @self.broker.subscriber(
@@ -140,7 +136,7 @@ class Processor:
 
             async def handle(delivery: RabbitMessage) -> None:
                 await command_handler.handle(
-                    read_command(delivery.body, raw.reply_to, raw.correlation_id)
+                    read_command(delivery.body, raw.reply_to, raw.correlation_id, raw.user_id)
                 )
 
             await command_consumer.run_raw(message, handle)

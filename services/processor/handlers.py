@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -60,6 +61,13 @@ async def handle_order_changes(
     the decisions are taken one snapshot at a time, in arrival order, exactly as if each had
     come alone: a batch of one is the plain case.
     """
+    now = datetime.now(UTC)
+    for envelope in envelopes:
+        refusal = lifecycle.from_the_future(envelope.data.updated_at, now)
+        if refusal is not None:
+            # Fails the batch, which is then handled one delivery at a time: this one alone
+            # is dead-lettered with the reason.
+            raise UnprocessableMessageError(refusal)
     async with new_uow() as uow:
         fresh = await uow.inbox.first_deliveries(envelopes)
         todo = [envelope for envelope in envelopes if envelope.id in fresh]
@@ -247,9 +255,16 @@ class ReceivedCommand:
     problem: str | None
     reply_to: str | None
     reply_correlation_id: str | None
+    #: The broker user that published it (AMQP ``user-id``, checked by the broker).
+    sender: str | None = None
 
 
-def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) -> ReceivedCommand:
+def read_command(
+    body: bytes,
+    reply_to: str | None,
+    correlation_id: str | None,
+    user_id: str | None = None,
+) -> ReceivedCommand:
     envelope: Envelope[dict[str, Any]] | None = None
     data: dict[str, Any] = {}
     command: OrderCommand | None = None
@@ -276,6 +291,13 @@ def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) 
     if (marketplace := text("marketplace")) and (order_id := text("marketplace_order_id")):
         with contextlib.suppress(ValidationError):  # not an order's name: the answer names none
             ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
+    if reply_to is not None and not commands.is_reply_queue(reply_to):
+        log.warning(
+            "command.reply_to_refused",
+            reply_to=reply_to[:200],
+            reason="not a reply queue: the answer goes to the event bus only",
+        )
+        reply_to = None
     return ReceivedCommand(
         envelope=envelope,
         command_type=envelope.type[:100] if envelope else None,
@@ -285,6 +307,7 @@ def read_command(body: bytes, reply_to: str | None, correlation_id: str | None) 
         problem=problem,
         reply_to=reply_to,
         reply_correlation_id=correlation_id,
+        sender=user_id,
     )
 
 
@@ -326,12 +349,14 @@ class CommandHandler:
         *,
         carriers: Collection[str],
         refund_reasons: Collection[str],
+        senders: commands.CommandSenders,
     ) -> None:
         """``carriers`` and ``refund_reasons``: the configured values, used only until
         Lengow's marketplaces document has been read once."""
         self._new_uow = new_uow
         self._carriers = carriers
         self._refund_reasons = refund_reasons
+        self._senders = senders
 
     async def _rules(self, uow: ProcessorUnitOfWork, marketplace: str) -> MarketplaceRules:
         stored = await uow.rules.get(marketplace)
@@ -348,6 +373,11 @@ class CommandHandler:
                 if not await uow.inbox.first_delivery(received.envelope):
                     log.info("command.duplicate_delivery_ignored")
                     return
+            refusal = commands.sender_refusal(received.command_type, received.sender, self._senders)
+            if refusal is not None:
+                # Not stored under its command_id: a forged command cannot take a real one's.
+                await self._reject(uow, received, refusal, store=False)
+                return
             digest = (
                 commands.request_digest(received.envelope.type, received.envelope.data)
                 if received.envelope is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import cache
 
@@ -175,3 +175,18 @@ def observe(state: OrderState | None, seen: Observation) -> Outcome:
         shipment_announced=state.shipment_announced or announces,
     )
     return StatusMoved(moved, state.status, kind, announces)
+
+
+#: Lengow's clock and ours agree within this; a snapshot dated further ahead is not Lengow's
+#: (a forged or broken one) and would shadow every real change until that date.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def from_the_future(updated_at: datetime, now: datetime) -> str | None:
+    """Why a snapshot dated ``updated_at`` is refused at ``now``, or None."""
+    if updated_at > now + FUTURE_TOLERANCE:
+        return (
+            f"snapshot dated {updated_at.isoformat()}, more than"
+            f" {FUTURE_TOLERANCE.total_seconds() / 60:g} minutes ahead of now"
+        )
+    return None

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import uuid
 from typing import Any
 
+import aio_pika
+import aiormq
 import asyncpg
 import pytest
+from yarl import URL
 
 from services.processor.app import Processor
 from tests.bus import publish, recording, request
@@ -286,3 +291,78 @@ async def test_a_command_id_reused_for_other_arguments_is_refused(
     )
     stored = await db.fetchval("SELECT count(*) FROM commands WHERE command_id = 'ship-1'")
     assert stored == 1
+
+
+async def test_a_command_without_a_user_id_is_refused(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """Before, a command was obeyed on its content alone. Now it must say which broker user
+    sent it (the broker checks the claim) and that user must be allowed to send it."""
+    await order_at(amqp_url, db, "waiting_acceptance")
+    async with recording(amqp_url, "orders.events", "command.*") as events:
+        message = command("order.accept", "unsigned-1")
+        await publish(amqp_url, "orders.commands", "order.accept", encode(message), signed=False)
+        await events.wait_for(lambda r: len(r.of_type("command.rejected")) == 1)
+    [rejected] = events.of_type("command.rejected")
+    assert "carries no AMQP user-id" in rejected["data"]["reason"]
+    assert await db.fetchval("SELECT count(*) FROM commands") == 0  # its id is not taken
+
+
+async def rabbitmqctl(*arguments: str) -> None:
+    await asyncio.to_thread(
+        subprocess.run, ["rabbitmqctl", *arguments], check=True, capture_output=True
+    )
+
+
+needs_local_rabbitmq = pytest.mark.skipif(
+    shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not on this machine"
+)
+
+
+@needs_local_rabbitmq
+async def test_a_command_from_a_user_not_allowed_is_refused_and_user_ids_cannot_be_forged(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    user, password = f"intruder-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    await rabbitmqctl("add_user", user, password)
+    try:
+        await rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+        intruder_url = str(URL(amqp_url).with_user(user).with_password(password))
+        answer = await ask(intruder_url, command("order.accept", "intruder-1"))
+        assert answer["type"] == "command.rejected"
+        assert answer["data"]["reason"] == f"broker user {user!r} may not send order.accept"
+
+        # Claiming to be another user is refused by the broker itself.
+        connection = await aio_pika.connect(intruder_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange("orders.commands")
+            with pytest.raises(aiormq.exceptions.AMQPError):
+                await exchange.publish(
+                    aio_pika.Message(b"{}", user_id="ordersctl"), routing_key="order.accept"
+                )
+    finally:
+        await rabbitmqctl("delete_user", user)
+
+
+async def test_answers_go_only_to_reply_queues(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """Before, any queue of the vhost could be named as reply_to, and the answer was written
+    into it (an order.changed queue, say). Now only a caller's reply queue gets one."""
+    await order_at(amqp_url, db, "waiting_acceptance")
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        victim = await channel.declare_queue(f"test.victim.{uuid.uuid4().hex[:6]}", durable=True)
+        async with recording(amqp_url, "orders.events", "command.*") as events:
+            message = command("order.accept", "reply-1")
+            await publish(
+                amqp_url, "orders.commands", "order.accept", encode(message), reply_to=victim.name
+            )
+            await events.wait_for(lambda r: len(r.of_type("command.accepted")) == 1)
+        await asyncio.sleep(0.5)
+        declared = await channel.declare_queue(victim.name, passive=True)
+        assert declared.declaration_result.message_count == 0
+        await victim.delete(if_unused=False, if_empty=False)

@@ -302,3 +302,29 @@ async def test_consumer_comes_back_after_its_queue_is_deleted(
     await publish_order(amqp_url, envelope(order_snapshot(status="waiting_shipment", minutes=1)))
     await settle(processor, db, 2)
     assert await db.fetchval("SELECT lengow_status FROM orders") == "waiting_shipment"
+
+
+async def test_a_snapshot_dated_in_the_future_is_refused(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    """Before, an order.changed dated next year was stored, and every real change until then
+    was ignored as older. Now it is dead-lettered with the reason; the order is not touched."""
+    from datetime import UTC, datetime, timedelta
+
+    future = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    message_id = str(uuid.uuid4())
+    await publish(
+        amqp_url,
+        "orders.events",
+        "order.changed",
+        encode(envelope(order_snapshot(updated_at=future), message_id=message_id)),
+        message_id=message_id,
+    )
+    for _ in range(100):
+        dead = await dead_letters(amqp_url, "processor.order-changed.dlq")
+        if dead:
+            break
+        await asyncio.sleep(0.1)
+    assert [m.message_id for m in dead] == [message_id]
+    assert "minutes ahead of now" in dead[0].headers["x-rejection-reason"]
+    assert await db.fetchval("SELECT count(*) FROM orders") == 0

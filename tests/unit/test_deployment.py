@@ -25,6 +25,16 @@ COMPOSE_ONLY = {
     "POSTGRES_PASSWORD",
     "POSTGRES_DB",
 }
+#: Read by the provision service (shared/access.py): the administrator's URLs and each
+#: service's password.
+PROVISIONING = {
+    "AMQP_ADMIN_URL",
+    "DATABASE_ADMIN_URL",
+    "LENGOW_POLLER_PASSWORD",
+    "LENGOW_PROCESSOR_PASSWORD",
+    "LENGOW_NOTIFIER_PASSWORD",
+    "LENGOW_ORDERSCTL_PASSWORD",
+}
 
 
 def known_variables() -> set[str]:
@@ -46,14 +56,14 @@ def test_every_service_command_names_a_module_that_exists(compose: dict[str, Any
         for name, service in compose["services"].items()
         if "command" in service
     }
-    assert set(commands) == {"processor", "poller", "notifier", "sandbox"}
+    assert set(commands) == {"processor", "poller", "notifier", "sandbox", "provision"}
     for name, command in commands.items():
         assert command[:2] == ["python", "-m"], name
         assert importlib.util.find_spec(command[2]) is not None, command
 
 
 def test_every_variable_set_is_one_the_settings_know(compose: dict[str, Any]) -> None:
-    known = known_variables() | COMPOSE_ONLY
+    known = known_variables() | COMPOSE_ONLY | PROVISIONING
     for name, service in compose["services"].items():
         for variable in service.get("environment") or {}:
             assert variable in known, f"{name}: {variable} is read by nothing"
@@ -68,11 +78,15 @@ def test_services_wait_for_healthy_infrastructure(compose: dict[str, Any]) -> No
         assert services[name]["depends_on"] == {
             "rabbitmq": {"condition": "service_healthy"},
             "postgres": {"condition": "service_healthy"},
+            "provision": {"condition": "service_completed_successfully"},
         }
+        environment = services[name]["environment"]
+        assert f"lengow-{name}:" in environment["AMQP_URL"], "its own broker user"
+        assert f"lengow_{name}:" in environment["DATABASE_URL"], "its own database role"
         assert "/health/ready" in " ".join(services[name]["healthcheck"]["test"])
         assert "ports" not in services[name], f"{name} must scale: it publishes no port"
     for name in services:
-        assert "healthcheck" in services[name], name
+        assert "healthcheck" in services[name], name  # the provision job disables its own
     assert set(compose["volumes"]) == {"rabbitmq-data", "postgres-data"}
 
 
@@ -83,7 +97,8 @@ def test_processor_runs_two_replicas_by_default(compose: dict[str, Any]) -> None
 
 def test_no_password_has_a_default(compose: dict[str, Any]) -> None:
     text = (ROOT / "docker-compose.yml").read_text()
-    for variable in ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD"):
+    services = ("LENGOW_POLLER_PASSWORD", "LENGOW_PROCESSOR_PASSWORD", "LENGOW_NOTIFIER_PASSWORD")
+    for variable in ("RABBITMQ_PASSWORD", "POSTGRES_PASSWORD", *services):
         assert f"${{{variable}:?" in text
         assert f"${{{variable}:-" not in text
     assert re.search(r"^RABBITMQ_PASSWORD=\s*$", (ROOT / ".env.example").read_text(), re.M)

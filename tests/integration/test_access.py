@@ -1,0 +1,126 @@
+"""Least privilege, on the real broker and database: each service as its own broker user and
+database role can do its work and nothing it does not need."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+
+import aio_pika
+import aiormq
+import asyncpg
+import pytest
+
+from services.notifier.app import create_app as notifier_app
+from services.processor.app import ProcessorSettings
+from services.processor.app import create_app as processor_app
+from shared.access import (
+    ORDERSCTL,
+    SERVICES,
+    broker_user,
+    database_role,
+    provision_database,
+    provision_with_rabbitmqctl,
+    service_urls,
+)
+from tests.bus import delete_queues
+from tests.conftest import SmtpSink
+from tests.factories import encode, envelope, order_snapshot
+from tests.integration.conftest import NOTIFIER_QUEUES, PROCESSOR_QUEUES, notifier_settings
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="no local rabbitmqctl"),
+]
+
+
+@pytest.fixture
+async def urls(amqp_url: str, database_url: str) -> dict[str, dict[str, str]]:
+    """Every user and role provisioned with fresh passwords; each one's URLs."""
+    names = [*SERVICES, ORDERSCTL]
+    secrets = {name: uuid.uuid4().hex for name in names}
+    passwords = {}
+    for name, secret in secrets.items():
+        passwords[broker_user(name)] = passwords[database_role(name)] = secret
+    await asyncio.to_thread(provision_with_rabbitmqctl, passwords)
+    await provision_database(database_url, passwords)
+    return {name: service_urls(name, secrets[name], amqp_url, database_url) for name in names}
+
+
+async def publish_as(url: str, exchange: str, routing_key: str, body: bytes = b"{}") -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        await target.publish(
+            aio_pika.Message(body, user_id=url.split("//")[1].split(":")[0]),
+            routing_key=routing_key,
+        )
+
+
+async def test_only_the_poller_may_publish_order_changed(
+    urls: dict[str, dict[str, str]],
+) -> None:
+    """Before, every service and ordersctl had the administrator's user: any of them could
+    push a forged order.changed (which consumes an invoice number and mails an invoice)."""
+    await publish_as(urls["poller"]["AMQP_URL"], "orders.events", "order.changed")
+    for intruder in ("processor", "notifier", ORDERSCTL):
+        with pytest.raises(aiormq.exceptions.AMQPError):
+            await publish_as(urls[intruder]["AMQP_URL"], "orders.events", "order.changed")
+    with pytest.raises(aiormq.exceptions.AMQPError):
+        await publish_as(urls["notifier"]["AMQP_URL"], "orders.events", "order.shipped")
+    # ordersctl sends commands, and nothing else.
+    await publish_as(urls[ORDERSCTL]["AMQP_URL"], "orders.commands", "order.accept")
+    with pytest.raises(aiormq.exceptions.AMQPError):
+        await publish_as(urls["notifier"]["AMQP_URL"], "orders.commands", "order.refund")
+
+
+async def test_each_role_reaches_its_own_schema_only(
+    database_url: str, urls: dict[str, dict[str, str]]
+) -> None:
+    processor = await asyncpg.connect(urls["processor"]["DATABASE_URL"])
+    try:
+        await processor.execute("CREATE TABLE processor.mine (id int)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await processor.execute("CREATE TABLE notifier.theirs (id int)")
+        assert not await processor.fetchval(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        )
+    finally:
+        await processor.close()
+    reader = await asyncpg.connect(urls[ORDERSCTL]["DATABASE_URL"])
+    try:
+        assert await reader.fetchval("SELECT count(*) FROM processor.mine") == 0
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await reader.execute("INSERT INTO processor.mine VALUES (1)")
+    finally:
+        await reader.close()
+
+
+async def test_the_services_run_as_themselves(
+    amqp_url: str, urls: dict[str, dict[str, str]], smtp_sink: SmtpSink
+) -> None:
+    """The processor and the notifier, each with its own user and role, declare the topology,
+    migrate their schemas and carry an order from order.changed to its invoice email."""
+    await delete_queues(amqp_url, *PROCESSOR_QUEUES, *NOTIFIER_QUEUES)
+    processor = processor_app(
+        ProcessorSettings(
+            amqp_url=urls["processor"]["AMQP_URL"],
+            database_url=urls["processor"]["DATABASE_URL"],
+            processor_ops_port=0,
+            log_format="console",
+        )
+    )
+    notifier = notifier_app(
+        notifier_settings(urls["notifier"]["AMQP_URL"], urls["notifier"]["DATABASE_URL"], smtp_sink)
+    )
+    async with processor, notifier:
+        body = encode(envelope(order_snapshot(status="shipped")))
+        await publish_as(urls["poller"]["AMQP_URL"], "orders.events", "order.changed", body)
+        for _ in range(200):
+            if smtp_sink.messages():
+                break
+            await asyncio.sleep(0.1)
+    [mail] = smtp_sink.messages()
+    assert mail["X-Marketplace-Order-Id"] == order_snapshot()["marketplace_order_id"]
