@@ -68,8 +68,8 @@ class Pipeline:
     life: asyncio.Task[None] | None = None
     #: Settings of the services' processes for this scenario.
     settings: dict[str, str] = field(default_factory=dict)
-    #: A command each replica of a service runs under (``faketime``, say).
-    wrappers: dict[str, list[str]] = field(default_factory=dict)
+    #: More environment for one service's replicas only (libfaketime's, say).
+    service_environment: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> SandboxState:
@@ -133,11 +133,10 @@ class Pipeline:
         log = self.folder / f"{service}-{self.launched}.log"
         with log.open("wb") as sink:
             process = await asyncio.create_subprocess_exec(
-                *self.wrappers.get(service, []),
                 sys.executable,
                 "-m",
                 MODULES[service],
-                env=self.environment(),
+                env={**self.environment(), **self.service_environment.get(service, {})},
                 stdout=sink,
                 stderr=sink,
                 cwd=ROOT,

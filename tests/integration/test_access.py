@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from datetime import timedelta
 
 import aio_pika
 import aiormq
 import asyncpg
 import pytest
 
+from sandbox.marketplace import now
 from services.notifier.app import create_app as notifier_app
+from services.poller.app import create_app as poller_app
 from services.processor.app import ProcessorSettings
 from services.processor.app import create_app as processor_app
 from shared.access import (
@@ -24,10 +27,17 @@ from shared.access import (
     provision_with_rabbitmqctl,
     service_urls,
 )
+from shared.command_client import send_command
 from tests.bus import delete_queues
 from tests.conftest import SmtpSink
-from tests.factories import encode, envelope, order_snapshot
-from tests.integration.conftest import NOTIFIER_QUEUES, PROCESSOR_QUEUES, notifier_settings
+from tests.integration.conftest import (
+    NOTIFIER_QUEUES,
+    POLLER_QUEUES,
+    PROCESSOR_QUEUES,
+    RunningSandbox,
+    notifier_settings,
+    poller_settings,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -99,11 +109,18 @@ async def test_each_role_reaches_its_own_schema_only(
 
 
 async def test_the_services_run_as_themselves(
-    amqp_url: str, urls: dict[str, dict[str, str]], smtp_sink: SmtpSink
+    amqp_url: str,
+    urls: dict[str, dict[str, str]],
+    smtp_sink: SmtpSink,
+    sandbox: RunningSandbox,
 ) -> None:
-    """The processor and the notifier, each with its own user and role, declare the topology,
-    migrate their schemas and carry an order from order.changed to its invoice email."""
-    await delete_queues(amqp_url, *PROCESSOR_QUEUES, *NOTIFIER_QUEUES)
+    """The three services, each with its own broker user and database role, declare the
+    topology, migrate their schemas and carry orders from Lengow to the invoice email; ordersctl,
+    as its own user, sends a command that reaches Lengow and reads the result."""
+    await delete_queues(amqp_url, *PROCESSOR_QUEUES, *NOTIFIER_QUEUES, *POLLER_QUEUES)
+    at = now() - timedelta(minutes=30)
+    shipped = sandbox.marketplace.create_order(at=at, status="shipped").id
+    waiting = sandbox.marketplace.create_order(at=at + timedelta(seconds=1)).id
     processor = processor_app(
         ProcessorSettings(
             amqp_url=urls["processor"]["AMQP_URL"],
@@ -115,12 +132,42 @@ async def test_the_services_run_as_themselves(
     notifier = notifier_app(
         notifier_settings(urls["notifier"]["AMQP_URL"], urls["notifier"]["DATABASE_URL"], smtp_sink)
     )
-    async with processor, notifier:
-        body = encode(envelope(order_snapshot(status="shipped")))
-        await publish_as(urls["poller"]["AMQP_URL"], "orders.events", "order.changed", body)
-        for _ in range(200):
+    poller = poller_app(
+        poller_settings(
+            urls["poller"]["AMQP_URL"],
+            urls["poller"]["DATABASE_URL"],
+            sandbox,
+            poll_interval_seconds=0.5,
+        )
+    )
+    async with processor, notifier, poller:
+        for _ in range(300):
             if smtp_sink.messages():
                 break
             await asyncio.sleep(0.1)
+        answer = await send_command(
+            urls[ORDERSCTL]["AMQP_URL"],
+            "order.accept",
+            {
+                "command_id": "as-ordersctl",
+                "marketplace": "manomano_fr",
+                "marketplace_order_id": waiting,
+            },
+            source="ordersctl",
+        )
+        for _ in range(300):
+            if any(a.order_id == waiting for a in sandbox.marketplace.actions.values()):
+                break
+            await asyncio.sleep(0.1)
     [mail] = smtp_sink.messages()
-    assert mail["X-Marketplace-Order-Id"] == order_snapshot()["marketplace_order_id"]
+    assert mail["X-Marketplace-Order-Id"] == shipped
+    assert answer.type == "command.accepted", answer.data
+    assert [a.action_type for a in sandbox.marketplace.actions.values()] == ["accept"]
+    reader = await asyncpg.connect(urls[ORDERSCTL]["DATABASE_URL"])
+    try:
+        stored = await reader.fetchval(
+            "SELECT count(*) FROM processor.orders WHERE marketplace_order_id = $1", shipped
+        )
+        assert stored == 1
+    finally:
+        await reader.close()
