@@ -20,15 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from shared.access import (
-    ORDERSCTL,
-    SERVICES,
-    broker_user,
-    database_role,
-    provision_database,
-    provision_with_rabbitmqctl,
-    service_urls,
-)
+from shared.access import ORDERSCTL, SERVICES, provision_locally
 from shared.database import ensure_database
 from shared.settings import ServiceSettings
 
@@ -127,15 +119,9 @@ async def own_credentials(env: dict[str, str]) -> dict[str, dict[str, str]]:
         return {}
     admin = ServiceSettings()
     amqp, database = admin.amqp_url.get_secret_value(), admin.database_url.get_secret_value()
-    names = [*SERVICES, ORDERSCTL]
-    secrets = {name: secrets_module.token_hex(16) for name in names}
-    passwords: dict[str, str] = {}
-    for name, secret in secrets.items():
-        passwords[broker_user(name)] = passwords[database_role(name)] = secret
-    await asyncio.to_thread(provision_with_rabbitmqctl, passwords)
     await ensure_database(database)
-    await provision_database(database, passwords)
-    urls = {name: service_urls(name, secrets[name], amqp, database) for name in names}
+    secrets = {name: secrets_module.token_hex(16) for name in [*SERVICES, ORDERSCTL]}
+    urls = await provision_locally(secrets, amqp, database)
     await asyncio.to_thread(write_private, Path(ORDERSCTL_ENV), urls[ORDERSCTL])
     return urls
 

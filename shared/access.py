@@ -217,17 +217,40 @@ async def provision_database(admin_dsn: str, passwords: dict[str, str]) -> None:
         await conn.close()
 
 
+def login_passwords(secrets: dict[str, str]) -> dict[str, str]:
+    """Each name's one secret (poller, processor, notifier, ordersctl) as the password of its
+    broker user and of its database role."""
+    passwords: dict[str, str] = {}
+    for name, secret in secrets.items():
+        passwords[broker_user(name)] = passwords[database_role(name)] = secret
+    return passwords
+
+
 def passwords_from_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """``LENGOW_<NAME>_PASSWORD`` (poller, processor, notifier, ordersctl), one password per
     service for its broker user and its database role."""
     environ = dict(os.environ if environ is None else environ)
-    found: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     for name in [*SERVICES, ORDERSCTL]:
         variable = f"LENGOW_{name.upper()}_PASSWORD"
         if not environ.get(variable):
             raise SystemExit(f"{variable} is not set")
-        found[broker_user(name)] = found[database_role(name)] = environ[variable]
-    return found
+        secrets[name] = environ[variable]
+    return login_passwords(secrets)
+
+
+async def provision_locally(
+    secrets: dict[str, str], amqp_admin_url: str, database_admin_url: str
+) -> dict[str, dict[str, str]]:
+    """Provision every user and role on this machine's broker (rabbitmqctl) and the database
+    with ``secrets`` (one per name); returns each name's AMQP_URL and DATABASE_URL."""
+    passwords = login_passwords(secrets)
+    await asyncio.to_thread(provision_with_rabbitmqctl, passwords)
+    await provision_database(database_admin_url, passwords)
+    return {
+        name: service_urls(name, secret, amqp_admin_url, database_admin_url)
+        for name, secret in secrets.items()
+    }
 
 
 def service_urls(

@@ -18,15 +18,7 @@ from services.notifier.app import create_app as notifier_app
 from services.poller.app import create_app as poller_app
 from services.processor.app import ProcessorSettings
 from services.processor.app import create_app as processor_app
-from shared.access import (
-    ORDERSCTL,
-    SERVICES,
-    broker_user,
-    database_role,
-    provision_database,
-    provision_with_rabbitmqctl,
-    service_urls,
-)
+from shared.access import ORDERSCTL, SERVICES, provision_locally
 from shared.command_client import send_command
 from tests.bus import delete_queues
 from tests.conftest import SmtpSink
@@ -48,14 +40,8 @@ pytestmark = [
 @pytest.fixture
 async def urls(amqp_url: str, database_url: str) -> dict[str, dict[str, str]]:
     """Every user and role provisioned with fresh passwords; each one's URLs."""
-    names = [*SERVICES, ORDERSCTL]
-    secrets = {name: uuid.uuid4().hex for name in names}
-    passwords = {}
-    for name, secret in secrets.items():
-        passwords[broker_user(name)] = passwords[database_role(name)] = secret
-    await asyncio.to_thread(provision_with_rabbitmqctl, passwords)
-    await provision_database(database_url, passwords)
-    return {name: service_urls(name, secrets[name], amqp_url, database_url) for name in names}
+    secrets = {name: uuid.uuid4().hex for name in [*SERVICES, ORDERSCTL]}
+    return await provision_locally(secrets, amqp_url, database_url)
 
 
 async def publish_as(url: str, exchange: str, routing_key: str, body: bytes = b"{}") -> None:
