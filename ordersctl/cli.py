@@ -309,6 +309,18 @@ async def _show(order_id: str) -> dict[str, Any] | None:
                 ),
                 None,
             ),
+            "invoice_held": next(
+                iter(
+                    await _fetch(
+                        conn,
+                        "SELECT reason, held_at, checked_at FROM notifier.invoice_holds"
+                        + where
+                        + " AND released_at IS NULL",
+                        *key,
+                    )
+                ),
+                None,
+            ),
         }
     finally:
         await conn.close()
@@ -337,6 +349,8 @@ def show(order_id: str) -> None:
     console.print(_table("History", found["history"]))
     console.print(_table("Commands", found["commands"]))
     console.print(_table("Invoice", [found["invoice"]] if found["invoice"] else []))
+    if found["invoice_held"]:
+        console.print(_table("Invoice held (not issued)", [found["invoice_held"]]))
     imported = found["lengow_import"]
     console.print(_table("Marked imported at Lengow", [imported] if imported else []))
 

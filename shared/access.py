@@ -63,7 +63,7 @@ EMITS: dict[str, tuple[EventType, ...]] = {
         EventType.ORDER_ACTION_REQUESTED,
         EventType.ORDER_LINK_REQUESTED,
     ),
-    "notifier": (EventType.INVOICE_SENT, EventType.INVOICE_FAILED),
+    "notifier": (EventType.INVOICE_SENT, EventType.INVOICE_FAILED, EventType.INVOICE_HELD),
 }
 
 

@@ -58,6 +58,7 @@ class EventType(StrEnum):
     ORDER_ACTION_FAILED = "order.action_failed"
     INVOICE_SENT = "invoice.sent"
     INVOICE_FAILED = "invoice.failed"
+    INVOICE_HELD = "invoice.held"
     MARKETPLACE_RULES_CHANGED = "marketplace.rules_changed"
     ORDER_LINK_REQUESTED = "order.link_requested"
 
@@ -127,6 +128,8 @@ class CartLine(Payload):
     price_unit: Decimal | None = None
     shipping: Decimal | None = None
     tax: Decimal | None = None
+    discount: Decimal | None = None
+    refunded_amount: Decimal | None = None
     marketplace_status: str | None = None
 
 
@@ -150,6 +153,7 @@ class OrderSnapshot(OrderRef):
     total_order: Decimal | None = None
     total_tax: Decimal | None = None
     shipping: Decimal | None = None
+    discount: Decimal | None = None
     processing_fee: Decimal | None = None
     commission: Decimal | None = None
     currency: str | None = None
@@ -197,6 +201,12 @@ class OrderShipped(OrderRef):
     total_order: Decimal | None
     total_tax: Decimal | None
     shipping: Decimal | None
+    #: What the customer did not pay (vouchers); older events lack it and the next fields.
+    discount: Decimal | None = None
+    #: A fee the customer paid on top (Lengow's ``processing_fee``).
+    processing_fee: Decimal | None = None
+    #: Where the goods went (the first parcel's address): it decides the VAT.
+    delivery_address: Address | None = None
     carrier: str | None = None
     tracking_number: str | None = None
     tracking_url: str | None = None
@@ -335,6 +345,12 @@ class InvoiceFailed(OrderRef):
     reason: str
 
 
+class InvoiceHeld(OrderRef):
+    """No invoice was issued: it would not be right with the data and settings at hand."""
+
+    reason: str
+
+
 # --- The envelope --------------------------------------------------------------------------
 
 DataT = TypeVar("DataT")
@@ -383,6 +399,7 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.ORDER_ACTION_FAILED: OrderActionFailed,
     EventType.INVOICE_SENT: InvoiceSent,
     EventType.INVOICE_FAILED: InvoiceFailed,
+    EventType.INVOICE_HELD: InvoiceHeld,
     EventType.MARKETPLACE_RULES_CHANGED: MarketplaceRulesChanged,
     EventType.ORDER_LINK_REQUESTED: OrderLinkRequested,
 }

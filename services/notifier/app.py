@@ -119,6 +119,7 @@ class Notifier:
             interval=self.settings.prune_interval_seconds,
         )
         self._pruner.start()
+        released = await self.service.recheck_holds()
         await self.orders_shipped.start()
         await self.ops.start()
         if set(self.settings.seller_siren) <= {"0"}:
@@ -131,6 +132,9 @@ class Notifier:
             "notifier.started",
             smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
             language=self.settings.invoice_language,
+            vat_one_stop_shop=self.settings.vat_one_stop_shop,
+            vat_default_rate=self.settings.vat_default_rate,
+            held_invoices_released=released,
         )
 
     async def close(self) -> None:

@@ -37,12 +37,19 @@ from services.notifier.mailer import (
 )
 from services.notifier.metrics import INVOICES
 from services.notifier.rendering import InvoiceRenderer
-from services.notifier.repository import InvoiceRepository, NotifierUnitOfWork, StoredInvoice
+from services.notifier.repository import (
+    HoldRepository,
+    InvoiceRepository,
+    NotifierUnitOfWork,
+    StoredInvoice,
+)
 from services.notifier.settings import NotifierSettings
+from services.notifier.taxes import InvoiceHeldError
 from shared.contracts import (
     Envelope,
     EventType,
     InvoiceFailed,
+    InvoiceHeld,
     InvoiceSent,
     OrderShipped,
     follow_up,
@@ -88,6 +95,7 @@ class InvoiceService:
         self._renderer = renderer
         self._clock = clock
         self._seller = settings.seller()
+        self._policy = settings.vat_policy()
         self._lease = timedelta(seconds=settings.invoice_claim_seconds)
 
     def _unit_of_work(self, conn: Connection) -> NotifierUnitOfWork:
@@ -100,7 +108,7 @@ class InvoiceService:
             return
         worker = uuid.uuid4().hex  # this attempt's claim
         async with self._pool.acquire() as conn:
-            stored = await self._claimed(conn, shipment, worker)
+            stored = await self._claimed(conn, envelope, worker)
             if stored is None:
                 return
             try:
@@ -111,13 +119,18 @@ class InvoiceService:
                 raise
 
     async def _claimed(
-        self, conn: Connection, shipment: OrderShipped, worker: str
+        self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
     ) -> StoredInvoice | None:
         """The invoice, numbered now if it was not, and claimed by ``worker``; None when it
-        is already sent or failed."""
+        is already sent or failed, or held."""
+        shipment = envelope.data
         repository = InvoiceRepository(conn)
         stored = await repository.get(shipment)
         if stored is None:
+            reason = self.hold_reason(shipment)
+            if reason is not None:
+                await self._hold(conn, envelope, reason)
+                return None
             try:
                 return await self._number(conn, shipment, worker)
             except asyncpg.UniqueViolationError:
@@ -142,14 +155,63 @@ class InvoiceService:
             seller=self._seller,
             number=number,
             issued_on=issued_on.date(),
-            shipping_label=self._renderer.labels["shipping"],
+            titles=self._renderer.titles,
+            policy=self._policy,
         )
+
+    def hold_reason(self, shipment: OrderShipped) -> str | None:
+        """Why no invoice can be issued now, or None when it can."""
+        try:
+            self._invoice(shipment, "", self._clock())
+        except InvoiceHeldError as held:
+            return held.reason
+        return None
+
+    async def _hold(self, conn: Connection, envelope: Envelope[OrderShipped], reason: str) -> None:
+        """Held, no number taken; said once per reason on the bus (``invoice.held``)."""
+        shipment = envelope.data
+        async with self._unit_of_work(conn) as uow:
+            if await uow.holds.hold(shipment, reason, envelope.model_dump(mode="json")):
+                held = InvoiceHeld(
+                    marketplace=shipment.marketplace,
+                    marketplace_order_id=shipment.marketplace_order_id,
+                    reason=reason,
+                )
+                await uow.outbox.add(
+                    EVENTS.name,
+                    follow_up(envelope, type=EventType.INVOICE_HELD, source=SOURCE, data=held),
+                )
+                INVOICES.labels("held").inc()
+        log.warning("invoice.held", reason=reason)
+
+    async def recheck_holds(self) -> int:
+        """Look at every held invoice again (the settings may have been fixed since): each
+        that can now be issued is issued and sent. Returns how many were released."""
+        async with self._pool.acquire() as conn:
+            held = await HoldRepository(conn).held()
+        released = 0
+        for hold in held:
+            envelope = Envelope[OrderShipped].model_validate(hold.shipment)
+            if self.hold_reason(envelope.data) is not None:
+                continue
+            order_id = envelope.data.marketplace_order_id
+            try:
+                await self.on_order_shipped(envelope)
+            except Exception as failure:  # the next start, or a release, tries again
+                log.warning(
+                    "invoice.release_failed", marketplace_order_id=order_id, reason=str(failure)
+                )
+                continue
+            log.info("invoice.released", marketplace_order_id=order_id)
+            released += 1
+        return released
 
     async def _number(self, conn: Connection, shipment: OrderShipped, worker: str) -> StoredInvoice:
         """Give the invoice its number, claimed by ``worker``: the sequence row stays locked
         only for this short transaction."""
         issued = self._clock()
         async with self._unit_of_work(conn) as uow:
+            await uow.holds.release(shipment)
             sequence = await uow.invoices.next_sequence(self._seller.siren, issued.year)
             number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
             invoice = self._invoice(shipment, number, issued)

@@ -1,22 +1,33 @@
 """The invoice: numbering and amounts, from an ``order.shipped`` event. Pure, no I/O.
 
-Lengow gives amounts including VAT (``amount``, ``price_unit``, ``shipping``) and each line's
-VAT amount (``tax``); the invoice shows them excluding VAT, with the rate, as French B2C
-invoices must.
+Lengow gives amounts including VAT (each line's ``amount``, ``shipping``, ``processing_fee``,
+the order's ``discount`` and ``total_order``); the invoice shows them excluding VAT, with the
+rate (``taxes.py`` decides it), as French invoices must. Its total including VAT is what the
+customer paid, ``total_order``, to the cent: when the parts Lengow gives cannot be reconciled
+with it, the invoice is held (:class:`InvoiceHeldError`), never issued wrong.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from enum import StrEnum
 
+from services.notifier.taxes import (
+    CENT,
+    InvoiceHeldError,
+    Regime,
+    Treatment,
+    VatPolicy,
+    line_rate,
+    treatment,
+)
 from shared.contracts import Address, CartLine, OrderShipped
 
-CENT = Decimal("0.01")
-#: VAT rates in force in France; a rate computed from Lengow's amounts snaps to the nearest.
-FRENCH_VAT_RATES = (Decimal("20"), Decimal("10"), Decimal("5.5"), Decimal("2.1"), Decimal("0"))
-DEFAULT_VAT_RATE = Decimal("20")
+ZERO = Decimal("0.00")
+#: Lengow's ``total_order`` when it had no exchange rate for the order's currency.
+NO_EXCHANGE_RATE = Decimal("-1")
 
 
 def money(value: Decimal) -> Decimal:
@@ -36,15 +47,33 @@ class Seller:
     rcs: str | None = None
 
 
+class LineKind(StrEnum):
+    GOODS = "goods"
+    SHIPPING = "shipping"
+    FEE = "fee"
+    DISCOUNT = "discount"
+
+
 @dataclass(frozen=True)
 class InvoiceLine:
     title: str
     quantity: int
+    #: As precise as needed for ``quantity`` times it to give ``total_excl`` to the cent.
     unit_price_excl: Decimal
     vat_rate: Decimal
     total_excl: Decimal
     vat: Decimal
     total_incl: Decimal
+    kind: LineKind = LineKind.GOODS
+
+
+@dataclass(frozen=True)
+class LineTitles:
+    """The titles of the lines that are not goods, in the invoice's language."""
+
+    shipping: str = "Frais de port"
+    fee: str = "Frais de traitement"
+    discount: str = "Remise"
 
 
 @dataclass(frozen=True)
@@ -68,24 +97,25 @@ class Invoice:
     currency: str
     carrier: str | None
     tracking_number: str | None
+    treatment: Treatment = field(default=Treatment(Regime.DOMESTIC, "FR"))
 
     @property
     def total_excl(self) -> Decimal:
-        return sum((line.total_excl for line in self.lines), Decimal("0.00"))
+        return sum((line.total_excl for line in self.lines), ZERO)
 
     @property
     def total_vat(self) -> Decimal:
-        return sum((line.vat for line in self.lines), Decimal("0.00"))
+        return sum((line.vat for line in self.lines), ZERO)
 
     @property
     def total_incl(self) -> Decimal:
-        return sum((line.total_incl for line in self.lines), Decimal("0.00"))
+        return sum((line.total_incl for line in self.lines), ZERO)
 
     def vat_breakdown(self) -> list[tuple[Decimal, Decimal, Decimal]]:
-        """(rate, base excluding VAT, VAT) for each rate on the invoice."""
+        """(rate, base excluding VAT, VAT) for each rate: the sums of the lines at that rate."""
         rates: dict[Decimal, tuple[Decimal, Decimal]] = {}
         for line in self.lines:
-            base, vat = rates.get(line.vat_rate, (Decimal("0.00"), Decimal("0.00")))
+            base, vat = rates.get(line.vat_rate, (ZERO, ZERO))
             rates[line.vat_rate] = (base + line.total_excl, vat + line.vat)
         return [(rate, base, vat) for rate, (base, vat) in sorted(rates.items(), reverse=True)]
 
@@ -95,36 +125,173 @@ def invoice_number(prefix: str, year: int, sequence: int) -> str:
     return f"{prefix}{year}-{sequence:06d}"
 
 
-def snap_rate(rate: Decimal) -> Decimal:
-    return min(FRENCH_VAT_RATES, key=lambda known: abs(known - rate))
+def unit_price(total_excl: Decimal, quantity: int) -> Decimal:
+    """The unit price to print: the fewest decimals (two at least) with which the quantity
+    times the printed price gives the line's total, so that every printed line adds up."""
+    for places in range(2, 10):
+        unit = (total_excl / quantity).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP)
+        if money(unit * quantity) == total_excl:
+            return unit
+    return unit
 
 
-def _line(title: str, quantity: int, total_incl: Decimal, vat_rate: Decimal) -> InvoiceLine:
+def priced_line(
+    title: str, quantity: int, total_incl: Decimal, vat_rate: Decimal, kind: LineKind
+) -> InvoiceLine:
     total_incl = money(total_incl)
     total_excl = money(total_incl / (1 + vat_rate / 100))
     quantity = max(quantity, 1)
     return InvoiceLine(
         title=title,
         quantity=quantity,
-        unit_price_excl=money(total_excl / quantity),
+        unit_price_excl=unit_price(total_excl, quantity),
         vat_rate=vat_rate,
         total_excl=total_excl,
         vat=total_incl - total_excl,
         total_incl=total_incl,
+        kind=kind,
     )
 
 
-def cart_line(line: CartLine) -> InvoiceLine:
+def _product_ids(line: CartLine) -> tuple[str, ...]:
+    merchant = (line.merchant_product_id or {}).get("id")
+    return tuple(str(i) for i in (merchant, line.marketplace_product_id) if i)
+
+
+def goods_line(line: CartLine, taxed: Treatment, policy: VatPolicy) -> InvoiceLine:
     quantity = max(line.quantity, 1)
+    title = line.title or "Article"
     total_incl = line.amount
+    if total_incl is None and line.price_unit is not None:  # not Lengow's: older events
+        total_incl = line.price_unit * quantity
     if total_incl is None:
-        total_incl = (line.price_unit or Decimal(0)) * quantity
-    rate = DEFAULT_VAT_RATE
-    if line.tax is not None and total_incl > line.tax > 0:
-        rate = snap_rate(line.tax / (total_incl - line.tax) * 100)
-    elif line.tax == 0:
-        rate = Decimal("0")
-    return _line(line.title or "Article", quantity, total_incl, rate)
+        raise InvoiceHeldError(f"Lengow gives no amount for {title!r}")
+    rate = line_rate(
+        title=title,
+        total_incl=total_incl,
+        tax=line.tax,
+        quantity=quantity,
+        product_ids=_product_ids(line),
+        taxed=taxed,
+        policy=policy,
+    )
+    return priced_line(title, quantity, total_incl, rate, LineKind.GOODS)
+
+
+def sale_treatment(shipment: OrderShipped, policy: VatPolicy) -> Treatment:
+    """Where the goods go decides the VAT: the delivery address, else the billing one."""
+    billing, delivery = shipment.billing_address, shipment.delivery_address
+    place = delivery if delivery and delivery.common_country_iso_a2 else billing
+    vat_number = (billing.vat_number if billing else None) or (
+        delivery.vat_number if delivery else None
+    )
+    return treatment(
+        place.common_country_iso_a2 if place else None,
+        place.zipcode if place else None,
+        vat_number,
+        policy,
+    )
+
+
+def _shipping(shipment: OrderShipped) -> Decimal:
+    if shipment.shipping is not None:
+        return shipment.shipping
+    return sum((line.shipping for line in shipment.lines if line.shipping is not None), ZERO)
+
+
+def paid_total(shipment: OrderShipped) -> Decimal:
+    total = shipment.total_order
+    if total is None:
+        raise InvoiceHeldError("Lengow gives no total_order: what the customer paid is unknown")
+    if total == NO_EXCHANGE_RATE:
+        raise InvoiceHeldError(
+            "Lengow's total_order is -1 (no exchange rate for the order's currency)"
+        )
+    return money(total)
+
+
+def reconciled_discount(shipment: OrderShipped, charged: Decimal, paid: Decimal) -> Decimal:
+    """The discount that makes the parts add up to what was paid; Lengow does not say
+    whether line amounts are before their own discounts, so both readings are tried, and
+    none other. A discount is never a surcharge, whatever its sign in Lengow's data."""
+    order_discount = abs(shipment.discount or ZERO)
+    line_discounts = sum((abs(line.discount or ZERO) for line in shipment.lines), ZERO)
+    for discount in dict.fromkeys((order_discount, order_discount + line_discounts, ZERO)):
+        if money(charged - discount) == paid:
+            return money(discount)
+    raise InvoiceHeldError(
+        f"the parts do not add up to what the customer paid: lines, shipping and fees"
+        f" {money(charged)}, order discount {money(order_discount)}, line discounts"
+        f" {money(line_discounts)}; Lengow's total_order is {paid}"
+    )
+
+
+def discount_lines(discount: Decimal, charged: list[InvoiceLine], title: str) -> list[InvoiceLine]:
+    """The discount lowers each rate's base in proportion to what was charged at that rate
+    (the cents shared by largest remainder, so the parts sum to the discount)."""
+    if discount == 0:
+        return []
+    per_rate: dict[Decimal, Decimal] = {}
+    for line in charged:
+        per_rate[line.vat_rate] = per_rate.get(line.vat_rate, ZERO) + line.total_incl
+    whole = sum(per_rate.values(), ZERO)
+    exact = {rate: discount * amount / whole for rate, amount in per_rate.items()}
+    parts = {rate: value.quantize(CENT, rounding=ROUND_DOWN) for rate, value in exact.items()}
+    left = int((discount - sum(parts.values(), ZERO)) / CENT)
+    for rate in sorted(exact, key=lambda r: exact[r] - parts[r], reverse=True)[:left]:
+        parts[rate] += CENT
+    return [
+        priced_line(title, 1, -part, rate, LineKind.DISCOUNT)
+        for rate, part in sorted(parts.items(), reverse=True)
+        if part
+    ]
+
+
+def invoice_lines(
+    shipment: OrderShipped, taxed: Treatment, policy: VatPolicy, titles: LineTitles
+) -> tuple[InvoiceLine, ...]:
+    """The invoice's lines, whose total including VAT is what the customer paid."""
+    paid = paid_total(shipment)
+    lines = [goods_line(line, taxed, policy) for line in shipment.lines]
+    # Shipping and fees follow the VAT rate of the goods (the highest on the order).
+    rate = max((line.vat_rate for line in lines), default=Decimal("0"))
+    for title, amount, kind in (
+        (titles.shipping, _shipping(shipment), LineKind.SHIPPING),
+        (titles.fee, shipment.processing_fee or ZERO, LineKind.FEE),
+    ):
+        if amount > 0:
+            lines.append(priced_line(title, 1, amount, rate, kind))
+    charged = sum((line.total_incl for line in lines), ZERO)
+    discount = reconciled_discount(shipment, charged, paid)
+    return (*lines, *discount_lines(discount, lines, titles.discount))
+
+
+def build_invoice(
+    shipment: OrderShipped,
+    *,
+    seller: Seller,
+    number: str,
+    issued_on: date,
+    titles: LineTitles | None = None,
+    policy: VatPolicy | None = None,
+) -> Invoice:
+    """The invoice of ``shipment``; raises :class:`InvoiceHeldError` when it cannot be right."""
+    policy = policy or VatPolicy()
+    taxed = sale_treatment(shipment, policy)
+    return Invoice(
+        number=number,
+        issued_on=issued_on,
+        seller=seller,
+        marketplace=shipment.marketplace,
+        order_id=shipment.marketplace_order_id,
+        order_date=shipment.marketplace_order_date,
+        customer=customer_of(shipment.billing_address),
+        lines=invoice_lines(shipment, taxed, policy, titles or LineTitles()),
+        currency=shipment.currency or "EUR",
+        carrier=shipment.carrier,
+        tracking_number=shipment.tracking_number,
+        treatment=taxed,
+    )
 
 
 def _address_lines(address: Address | None) -> tuple[str, ...]:
@@ -152,33 +319,4 @@ def customer_of(address: Address | None) -> Customer:
         company=_one_line(address.company) if address.company else None,
         address=_address_lines(address),
         email=address.email.strip() if address.email else None,
-    )
-
-
-def build_invoice(
-    shipment: OrderShipped,
-    *,
-    seller: Seller,
-    number: str,
-    issued_on: date,
-    shipping_label: str,
-) -> Invoice:
-    lines = [cart_line(line) for line in shipment.lines]
-    shipping = shipment.shipping or Decimal(0)
-    if shipping > 0:
-        # Shipping follows the VAT rate of the goods it carries (the highest on the order).
-        rate = max((line.vat_rate for line in lines), default=DEFAULT_VAT_RATE)
-        lines.append(_line(shipping_label, 1, shipping, rate))
-    return Invoice(
-        number=number,
-        issued_on=issued_on,
-        seller=seller,
-        marketplace=shipment.marketplace,
-        order_id=shipment.marketplace_order_id,
-        order_date=shipment.marketplace_order_date,
-        customer=customer_of(shipment.billing_address),
-        lines=tuple(lines),
-        currency=shipment.currency or "EUR",
-        carrier=shipment.carrier,
-        tracking_number=shipment.tracking_number,
     )

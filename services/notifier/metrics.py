@@ -3,5 +3,7 @@
 from prometheus_client import Counter
 
 INVOICES = Counter(
-    "lengow_orders_invoices_total", "Invoice emails, by outcome (sent, failed).", ["outcome"]
+    "lengow_orders_invoices_total",
+    "Invoices by outcome: emails sent, failed or in doubt; invoices held.",
+    ["outcome"],
 )

@@ -13,7 +13,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from services.notifier.invoice import Invoice
+from services.notifier.invoice import Invoice, LineTitles
 
 Language = Literal["fr", "en"]
 
@@ -35,6 +35,14 @@ LABELS: dict[Language, dict[str, str]] = {
         "total_incl": "Total TTC",
         "vat_base": "Base HT",
         "shipping": "Frais de port",
+        "fee": "Frais de traitement",
+        "discount": "Remise",
+        "buyer_vat_number": "N° TVA intracommunautaire du client :",
+        "mention_intra_eu_supply": (
+            "Exonération de TVA, article 262 ter I du CGI : livraison intracommunautaire."
+            " Autoliquidation par le preneur."
+        ),
+        "mention_export": "Exonération de TVA, article 262 I du CGI : exportation hors UE.",
         "shipped_with": "Expédiée par",
         "tracking": "suivi",
         "paid": "Facture acquittée : réglée par le client sur ManoMano.",
@@ -62,6 +70,14 @@ LABELS: dict[Language, dict[str, str]] = {
         "total_incl": "Total incl. VAT",
         "vat_base": "Base excl. VAT",
         "shipping": "Shipping",
+        "fee": "Processing fee",
+        "discount": "Discount",
+        "buyer_vat_number": "Customer's VAT number:",
+        "mention_intra_eu_supply": (
+            "VAT exempt, article 262 ter I of the French tax code (CGI): intra-Community"
+            " supply. Reverse charge: the customer accounts for the VAT."
+        ),
+        "mention_export": "VAT exempt, article 262 I of the French tax code (CGI): export.",
         "shipped_with": "Shipped with",
         "tracking": "tracking",
         "paid": "Paid: settled by the customer on ManoMano.",
@@ -78,7 +94,10 @@ CURRENCY_SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$"}
 
 
 def format_money(value: Decimal, currency: str, language: Language) -> str:
-    text = f"{value:,.2f}"
+    """Two decimals, or as many as ``value`` carries (a unit price that must add up)."""
+    exponent = value.as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    text = f"{value:,.{places}f}"
     symbol = CURRENCY_SYMBOLS.get(currency, currency)
     if language == "fr":
         return text.replace(",", "\u00a0").replace(".", ",") + f"\u00a0{symbol}"
@@ -120,6 +139,21 @@ class InvoiceRenderer:
         self._font_regular = str(fonts.joinpath("SourceSansPro-Regular.ttf"))
         self._font_bold = str(fonts.joinpath("SourceSansPro-Bold.ttf"))
         self._family = "helvetica"
+
+    @property
+    def titles(self) -> LineTitles:
+        labels = self.labels
+        return LineTitles(labels["shipping"], labels["fee"], labels["discount"])
+
+    def legal_mentions(self, invoice: Invoice) -> list[str]:
+        """What the law requires the invoice to say about its VAT: an exemption's ground."""
+        taxed = invoice.treatment
+        if not taxed.exempt:
+            return []
+        mentions = [self.labels[f"mention_{taxed.regime.value}"]]
+        if taxed.buyer_vat_number:
+            mentions.append(f"{self.labels['buyer_vat_number']} {taxed.buyer_vat_number}")
+        return mentions
 
     def money(self, value: Decimal, invoice: Invoice) -> str:
         return format_money(value, invoice.currency, self.language)
@@ -326,7 +360,7 @@ class InvoiceRenderer:
 
         pdf.set_text_color(30, 30, 30)
         pdf.set_font(family, "", 9.5)
-        notes = [labels["paid"]]
+        notes = [labels["paid"], *self.legal_mentions(invoice)]
         if invoice.carrier:
             shipped = f"{labels['shipped_with']} {invoice.carrier}"
             if invoice.tracking_number:

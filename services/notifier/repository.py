@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -170,8 +171,76 @@ class InvoiceRepository:
         )
 
 
+@dataclass(frozen=True)
+class StoredHold:
+    reason: str
+    shipment: dict[str, Any]
+    held_at: datetime
+
+
+class HoldRepository:
+    """Invoices held: the shipment kept, with the reason no invoice was issued."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def hold(self, ref: OrderRef, reason: str, shipment: dict[str, Any]) -> bool:
+        """Record (or confirm) the hold; True when it is new or its reason changed."""
+        previous: str | None = await self._conn.fetchval(
+            "SELECT reason FROM invoice_holds WHERE marketplace = $1"
+            " AND marketplace_order_id = $2 AND released_at IS NULL FOR UPDATE",
+            ref.marketplace,
+            ref.marketplace_order_id,
+        )
+        await self._conn.execute(
+            "INSERT INTO invoice_holds (marketplace, marketplace_order_id, reason, shipment)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET"
+            " reason = excluded.reason, shipment = excluded.shipment, checked_at = now(),"
+            " held_at = CASE WHEN invoice_holds.released_at IS NULL"
+            " THEN invoice_holds.held_at ELSE now() END, released_at = NULL",
+            ref.marketplace,
+            ref.marketplace_order_id,
+            reason,
+            shipment,
+        )
+        return previous != reason
+
+    async def release(self, ref: OrderRef) -> None:
+        await self._conn.execute(
+            "UPDATE invoice_holds SET released_at = now() WHERE marketplace = $1"
+            " AND marketplace_order_id = $2 AND released_at IS NULL",
+            ref.marketplace,
+            ref.marketplace_order_id,
+        )
+
+    async def get(self, ref: OrderRef) -> StoredHold | None:
+        row = await self._conn.fetchrow(
+            "SELECT reason, shipment, held_at FROM invoice_holds WHERE marketplace = $1"
+            " AND marketplace_order_id = $2 AND released_at IS NULL",
+            ref.marketplace,
+            ref.marketplace_order_id,
+        )
+        return None if row is None else StoredHold(row["reason"], row["shipment"], row["held_at"])
+
+    async def held(self) -> list[StoredHold]:
+        rows = await self._conn.fetch(
+            "SELECT reason, shipment, held_at FROM invoice_holds WHERE released_at IS NULL"
+            " ORDER BY held_at"
+        )
+        return [StoredHold(r["reason"], r["shipment"], r["held_at"]) for r in rows]
+
+    async def count(self) -> int:
+        value: int = await self._conn.fetchval(
+            "SELECT count(*) FROM invoice_holds WHERE released_at IS NULL"
+        )
+        return value
+
+
 class NotifierUnitOfWork(UnitOfWork):
     invoices: InvoiceRepository
+    holds: HoldRepository
 
     def bind(self, conn: Connection) -> None:
         self.invoices = InvoiceRepository(conn)
+        self.holds = HoldRepository(conn)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from services.notifier.invoice import Seller
+from services.notifier.taxes import SELLER_COUNTRY, VAT_RATES, VatPolicy, checked_rates
 from shared.settings import ServiceSettings
 
 
@@ -41,10 +43,54 @@ class NotifierSettings(ServiceSettings):
     seller_legal_form: str | None = None
     seller_share_capital: str | None = None
     seller_rcs: str | None = None
+    #: Registered for the One-Stop-Shop: EU consumers abroad are charged their country's VAT.
+    vat_one_stop_shop: bool = False
+    #: The rate of a line whose VAT Lengow does not give: "standard" (the standard rate of
+    #: the country whose VAT applies), a French rate such as 5.5, or "none" (hold the invoice).
+    vat_default_rate: str = "standard"
+    #: Rates per product id (the seller's or ManoMano's): {"SKU-1": 5.5} for a French rate,
+    #: {"SKU-2": {"FR": 10, "ES": 10}} per country. Checked against the table at start.
+    vat_product_rates: dict[str, Decimal | dict[str, Decimal]] = Field(default_factory=dict)
     notifier_db_schema: str = "notifier"
     notifier_ops_port: int = 9103
     notifier_db_pool_size: int = 10
     retry_delay: float = 2.0
+
+    @field_validator("vat_default_rate")
+    @classmethod
+    def _known_default(cls, value: str) -> str:
+        if value in ("standard", "none"):
+            return value
+        try:
+            rate = Decimal(value)
+        except ArithmeticError:
+            rate = None
+        if rate is None or rate not in VAT_RATES[SELLER_COUNTRY].in_force:
+            raise ValueError(
+                f"VAT_DEFAULT_RATE must be standard, none or a French rate"
+                f" ({', '.join(str(r) for r in VAT_RATES[SELLER_COUNTRY].in_force)}), not {value!r}"
+            )
+        return value
+
+    @field_validator("vat_product_rates")
+    @classmethod
+    def _known_rates(
+        cls, value: dict[str, Decimal | dict[str, Decimal]]
+    ) -> dict[str, Decimal | dict[str, Decimal]]:
+        checked_rates(value)
+        return value
+
+    def vat_policy(self) -> VatPolicy:
+        default: Decimal | str | None = self.vat_default_rate
+        if default == "none":
+            default = None
+        elif default != "standard":
+            default = Decimal(self.vat_default_rate)
+        return VatPolicy(
+            one_stop_shop=self.vat_one_stop_shop,
+            default_rate=default,
+            product_rates=checked_rates(self.vat_product_rates),
+        )
 
     def seller(self) -> Seller:
         return Seller(

@@ -19,6 +19,7 @@ from services.processor.rules import MarketplaceRules
 from shared.contracts import (
     COMMAND_MODELS,
     MANOMANO_STATUS,
+    Address,
     CommandAccepted,
     CommandRejected,
     CommandType,
@@ -212,6 +213,7 @@ def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:
     """The ``order.shipped`` payload: what an invoice needs, taken from the snapshot."""
     tracking = next(iter(snapshot.trackings()), None)
     merchant_ids = getattr(snapshot, "merchant_order_id", None)
+    delivery = next((p.delivery for p in snapshot.packages if p.delivery is not None), None)
     return OrderShipped(
         marketplace=snapshot.marketplace,
         marketplace_order_id=snapshot.marketplace_order_id,
@@ -224,6 +226,13 @@ def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:
         total_order=snapshot.total_order,
         total_tax=snapshot.total_tax,
         shipping=snapshot.shipping,
+        discount=snapshot.discount,
+        processing_fee=snapshot.processing_fee,
+        delivery_address=(
+            None
+            if delivery is None
+            else Address.model_validate(delivery.model_dump(exclude={"trackings"}))
+        ),
         carrier=tracking.carrier if tracking else None,
         tracking_number=tracking.number if tracking else None,
         tracking_url=tracking.url if tracking else None,

@@ -274,6 +274,18 @@ class Pipeline:
             await asyncio.sleep(0.5)
         raise AssertionError(f"fewer than {count} orders in {status} after {within:g} s")
 
+    async def wait_until_all_seen(self, within: float = 120) -> None:
+        """Until the processor holds every order of the marketplace: the pipeline runs."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                held = (await self.state())["orders"]
+                if set(held) >= set(self.sandbox.marketplace.orders):
+                    return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"the processor did not see every order within {within:g} s")
+
     async def dead_letters(self) -> dict[str, int]:
         found = {}
         connection = await aio_pika.connect(self.amqp_url)

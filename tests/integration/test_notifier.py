@@ -300,7 +300,6 @@ async def test_one_smtp_session_carries_several_emails_and_a_dropped_one_is_repl
             seller=settings.seller(),
             number=f"FA2026-{number:06d}",
             issued_on=date(2026, 11, 24),
-            shipping_label="Frais de port",
         )
         return mailer.compose(
             invoice, renderer.email(invoice), b"%PDF-", "camille.martin@example.fr", f"<{number}@x>"
@@ -410,3 +409,60 @@ async def test_the_claim_on_an_invoice_survives_the_loss_of_its_database_session
     [row] = await quiet(database_url, notifier, 1)
     assert (row["email_status"], row["doubtful"]) == ("sent", 1)
     assert mail["Message-ID"] == row["message_id"]
+
+
+async def holds(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(
+            "SELECT marketplace_order_id, reason, released_at FROM notifier.invoice_holds"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_an_invoice_that_cannot_be_right_is_held_then_issued_once_settings_allow(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    from services.notifier.app import create_app
+    from tests.integration.conftest import notifier_settings
+
+    shipped = order_shipped()
+    shipped["lines"] = [{**line, "tax": None} for line in shipped["lines"]]  # no tax detail
+    held_settings = notifier_settings(amqp_url, database_url, smtp_sink, vat_default_rate="none")
+    async with recording(amqp_url, "orders.events", "invoice.*") as events:
+        async with create_app(held_settings):
+            for _ in range(2):  # announced twice: held once, said once
+                await publish_shipped(amqp_url, envelope(shipped, "order.shipped"))
+            await events.wait_for(lambda r: len(r.of_type("invoice.held")) == 1)
+            await asyncio.sleep(1)
+        [held] = events.of_type("invoice.held")
+        assert "no VAT rate for 'Perceuse visseuse sans fil 18V'" in held["data"]["reason"]
+        assert await invoices(database_url) == []  # no number taken
+        [hold] = await holds(database_url)
+        assert hold["released_at"] is None
+        assert smtp_sink.messages() == []
+
+        # The seller sets a default rate and restarts: the held invoice is issued, once.
+        notifier = await notifier_factory()
+        [mail] = await wait_for_mails(smtp_sink, 1)
+        await events.wait_for(lambda r: len(r.of_type("invoice.sent")) == 1)
+    [row] = await quiet(database_url, notifier, 1)
+    assert (row["invoice_number"][-6:], row["email_status"]) == ("000001", "sent")
+    assert "159,80" in pdf_of(mail)[1]
+    [hold] = await holds(database_url)
+    assert hold["released_at"] is not None
+    assert len(events.of_type("invoice.held")) == 1
+
+
+async def test_an_order_whose_parts_do_not_add_up_gets_no_invoice(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    await notifier_factory()
+    shipped = {**order_shipped(), "total_order": "-1"}
+    async with recording(amqp_url, "orders.events", "invoice.*") as events:
+        await publish_shipped(amqp_url, envelope(shipped, "order.shipped"))
+        await events.wait_for(lambda r: len(r.of_type("invoice.held")) == 1)
+    assert "no exchange rate" in events.of_type("invoice.held")[0]["data"]["reason"]
+    assert await invoices(database_url) == []
+    assert smtp_sink.messages() == []
