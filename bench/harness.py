@@ -18,7 +18,7 @@ import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.topology import declare_topology
+from shared.topology import CONSUMERS, declare_topology
 from tests.infrastructure import amqp_server, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,17 +64,8 @@ async def delete_queues(amqp_url: str, *names: str) -> None:
             await channel.queue_delete(f"{name}.dlq")
 
 
-ALL_QUEUES = (
-    "processor.order-changed",
-    "processor.commands",
-    "notifier.order-shipped",
-    "poller.action-requested",
-    "poller.order-recorded",
-    "poller.order-linked",
-    "processor.marketplace-rules",
-    "processor.action-failed",
-    "poller.sync",
-)
+#: Every queue of the pipeline (each has its dead-letter queue beside it).
+ALL_QUEUES = tuple(CONSUMERS)
 
 
 @dataclass

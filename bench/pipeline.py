@@ -342,7 +342,8 @@ async def notifier_rate(
                 await wait_until(
                     lambda: _at_least(
                         database_url,
-                        "SELECT count(*) FROM notifier.invoices WHERE email_status = 'sent'",
+                        "SELECT count(*) FROM notifier.invoices WHERE email_status = 'sent'"
+                        " AND kind = 'invoice'",
                         invoices,
                     ),
                     limit=1200,
@@ -359,6 +360,7 @@ async def notifier_rate(
     conn = await asyncpg.connect(database_url)
     span = await conn.fetchval(
         "SELECT extract(epoch FROM max(sent_at) - min(created_at)) FROM notifier.invoices"
+        " WHERE kind = 'invoice'"
     )
     await conn.close()
     return {

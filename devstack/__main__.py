@@ -98,15 +98,19 @@ async def report_progress(dsn: str, every: float) -> None:
                 " GROUP BY lengow_status ORDER BY n DESC"
             )
             mails = await conn.fetch(
-                "SELECT email_status, count(*) AS n FROM notifier.invoices GROUP BY email_status"
+                "SELECT kind, email_status, count(*) AS n FROM notifier.invoices"
+                " GROUP BY kind, email_status ORDER BY kind DESC, n DESC"
             )
         except asyncpg.UndefinedTableError:
             rows, mails = [], []
         finally:
             await conn.close()
         summary = ", ".join(f"{r['lengow_status']} {r['n']}" for r in rows) or "none yet"
-        invoices = ", ".join(f"{r['email_status']} {r['n']}" for r in mails) or "none yet"
-        print(f" progress | orders by status: {summary} | invoices: {invoices}", flush=True)
+        invoices = (
+            ", ".join(f"{r['kind'].replace('_', ' ')} {r['email_status']} {r['n']}" for r in mails)
+            or "none yet"
+        )
+        print(f" progress | orders by status: {summary} | documents: {invoices}", flush=True)
 
 
 async def own_credentials(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -303,11 +303,26 @@ async def _show(order_id: str) -> dict[str, Any] | None:
                     await _fetch(
                         conn,
                         "SELECT invoice_number, issued_on, email_status, recipient, sent_at,"
-                        " last_error FROM notifier.invoices" + where,
+                        " last_error FROM notifier.invoices" + where + " AND kind = 'invoice'",
                         *key,
                     )
                 ),
                 None,
+            ),
+            "credit_notes": await _fetch(
+                conn,
+                "SELECT invoice_number AS credit_note, refers_to, issued_on, total_incl,"
+                " email_status, sent_at, last_error FROM notifier.invoices"
+                + where
+                + " AND kind = 'credit_note' ORDER BY sequence",
+                *key,
+            ),
+            "refunds_held": await _fetch(
+                conn,
+                "SELECT refund_key AS refund, reason, received_at FROM notifier.refunds"
+                + where
+                + " AND outcome = 'held' ORDER BY received_at",
+                *key,
             ),
             "invoice_held": next(
                 iter(
@@ -351,6 +366,10 @@ def show(order_id: str) -> None:
     console.print(_table("Invoice", [found["invoice"]] if found["invoice"] else []))
     if found["invoice_held"]:
         console.print(_table("Invoice held (not issued)", [found["invoice_held"]]))
+    if found["credit_notes"]:
+        console.print(_table("Credit notes", found["credit_notes"]))
+    if found["refunds_held"]:
+        console.print(_table("Refunds held (no credit note yet)", found["refunds_held"]))
     imported = found["lengow_import"]
     console.print(_table("Marked imported at Lengow", [imported] if imported else []))
 

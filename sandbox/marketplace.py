@@ -484,6 +484,10 @@ class Marketplace:
             at = order.updated_at + timedelta(microseconds=1)
         order.raw["lengow_status"] = status
         order.raw["marketplace_status"] = MANOMANO_STATUS.get(status)
+        if status == "refunded":  # Lengow keeps, per line, what was refunded so far
+            for package in order.raw["packages"]:
+                for line in package["cart"]:
+                    line["refunded_amount"] = line["amount"]
         order.raw["updated_at"] = at.isoformat()
         self._revision += 1
         order.raw["marketplace_last_modified_date"] = at.isoformat()

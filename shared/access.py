@@ -57,13 +57,20 @@ EMITS: dict[str, tuple[EventType, ...]] = {
     "processor": (
         EventType.ORDER_STATUS_CHANGED,
         EventType.ORDER_SHIPPED,
+        EventType.ORDER_REFUNDED,
         EventType.ORDER_TRANSITION_REJECTED,
         EventType.COMMAND_ACCEPTED,
         EventType.COMMAND_REJECTED,
         EventType.ORDER_ACTION_REQUESTED,
         EventType.ORDER_LINK_REQUESTED,
     ),
-    "notifier": (EventType.INVOICE_SENT, EventType.INVOICE_FAILED, EventType.INVOICE_HELD),
+    "notifier": (
+        EventType.INVOICE_SENT,
+        EventType.INVOICE_FAILED,
+        EventType.INVOICE_HELD,
+        EventType.CREDIT_NOTE_SENT,
+        EventType.CREDIT_NOTE_FAILED,
+    ),
 }
 
 

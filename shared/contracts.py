@@ -50,6 +50,7 @@ class EventType(StrEnum):
     ORDER_CHANGED = "order.changed"
     ORDER_STATUS_CHANGED = "order.status_changed"
     ORDER_SHIPPED = "order.shipped"
+    ORDER_REFUNDED = "order.refunded"
     ORDER_TRANSITION_REJECTED = "order.transition_rejected"
     COMMAND_ACCEPTED = "command.accepted"
     COMMAND_REJECTED = "command.rejected"
@@ -59,6 +60,8 @@ class EventType(StrEnum):
     INVOICE_SENT = "invoice.sent"
     INVOICE_FAILED = "invoice.failed"
     INVOICE_HELD = "invoice.held"
+    CREDIT_NOTE_SENT = "credit_note.sent"
+    CREDIT_NOTE_FAILED = "credit_note.failed"
     MARKETPLACE_RULES_CHANGED = "marketplace.rules_changed"
     ORDER_LINK_REQUESTED = "order.link_requested"
 
@@ -213,6 +216,15 @@ class OrderShipped(OrderRef):
     is_delivered_by_marketplace: bool
 
 
+class OrderRefunded(OrderShipped):
+    """``order.refunded``: an order announced as shipped reached a refund status. The order's
+    data as it stands (lines with Lengow's cumulative ``refunded_amount``); the status says
+    whether the refund is whole (``refunded``) or partial (``partial_refunded``)."""
+
+    refund_status: LengowStatus
+    refunded_at: datetime
+
+
 class OrderTransitionRejected(OrderRef):
     current_status: LengowStatus
     observed_status: LengowStatus
@@ -345,6 +357,20 @@ class InvoiceFailed(OrderRef):
     reason: str
 
 
+class CreditNoteSent(OrderRef):
+    credit_note_number: str
+    invoice_number: str
+    message_id: str
+    recipient: str
+    total_incl: Decimal
+
+
+class CreditNoteFailed(OrderRef):
+    credit_note_number: str
+    invoice_number: str
+    reason: str
+
+
 class InvoiceHeld(OrderRef):
     """No invoice was issued: it would not be right with the data and settings at hand."""
 
@@ -391,6 +417,7 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.ORDER_CHANGED: OrderSnapshot,
     EventType.ORDER_STATUS_CHANGED: OrderStatusChanged,
     EventType.ORDER_SHIPPED: OrderShipped,
+    EventType.ORDER_REFUNDED: OrderRefunded,
     EventType.ORDER_TRANSITION_REJECTED: OrderTransitionRejected,
     EventType.COMMAND_ACCEPTED: CommandAccepted,
     EventType.COMMAND_REJECTED: CommandRejected,
@@ -400,6 +427,8 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.INVOICE_SENT: InvoiceSent,
     EventType.INVOICE_FAILED: InvoiceFailed,
     EventType.INVOICE_HELD: InvoiceHeld,
+    EventType.CREDIT_NOTE_SENT: CreditNoteSent,
+    EventType.CREDIT_NOTE_FAILED: CreditNoteFailed,
     EventType.MARKETPLACE_RULES_CHANGED: MarketplaceRulesChanged,
     EventType.ORDER_LINK_REQUESTED: OrderLinkRequested,
 }

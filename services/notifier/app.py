@@ -12,12 +12,13 @@ from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
 from shared.access import EMITS
 from shared.consumers import ConcurrentConsumer
-from shared.contracts import Envelope, OrderShipped
+from shared.contracts import Envelope, OrderRefunded, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
 from shared.retention import Pruner
 from shared.service import (
+    envelope_subscriber,
     outbox_relay,
     service_app,
     service_broker,
@@ -43,6 +44,7 @@ class Notifier:
         self.publisher = service_publisher(settings)
         document_events(self.broker, *EMITS["notifier"])
         self.order_shipped_queue = consumer_queue("notifier.order-shipped")
+        self.order_refunded_queue = consumer_queue("notifier.order-refunded")
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._pruner: Pruner | None = None
@@ -58,6 +60,16 @@ class Notifier:
             self.publisher,
             prefetch=settings.prefetch_count,
             backoff=settings.redelivery_backoff,
+        )
+        self.refunds = envelope_subscriber(
+            self.broker,
+            self.publisher,
+            self.order_refunded_queue,
+            Envelope[OrderRefunded],
+            lambda envelope: self.service.on_order_refunded(envelope),
+            backoff=settings.redelivery_backoff,
+            description="Issues a credit note for each refund of an invoiced order, and emails"
+            " it, once per refund.",
         )
         self.ops = service_ops(
             "notifier",
@@ -122,6 +134,12 @@ class Notifier:
         released = await self.service.recheck_holds()
         await self.orders_shipped.start()
         await self.ops.start()
+        if self.settings.invoice_mode == "mandate":
+            log.warning(
+                "notifier.mandate",
+                hint="INVOICE_MODE is mandate: ManoMano invoices on the seller's behalf, so this"
+                " notifier issues no invoice and no credit note",
+            )
         if set(self.settings.seller_siren) <= {"0"}:
             log.warning(
                 "notifier.placeholder_seller",
@@ -132,6 +150,7 @@ class Notifier:
             "notifier.started",
             smtp=f"{self.settings.smtp_host}:{self.settings.smtp_port}",
             language=self.settings.invoice_language,
+            invoice_mode=self.settings.invoice_mode,
             vat_one_stop_shop=self.settings.vat_one_stop_shop,
             vat_default_rate=self.settings.vat_default_rate,
             held_invoices_released=released,
@@ -140,6 +159,7 @@ class Notifier:
     async def close(self) -> None:
         await self.ops.stop()
         await self.orders_shipped.stop()
+        await self.refunds.stop()
         await self.mailer.close()
         if self._pruner is not None:
             await self._pruner.stop()

@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from services.notifier.repository import InvoiceRepository
+from services.notifier.repository import DocumentKey, InvoiceRepository
 from services.notifier.settings import NotifierSettings
 from shared.contracts import OrderRef
 from shared.database import create_pool
@@ -20,7 +20,7 @@ async def fetch_invoice(settings: NotifierSettings, ref: OrderRef) -> bytes | No
     )
     try:
         async with pool.acquire() as conn:
-            return await InvoiceRepository(conn).pdf(ref)
+            return await InvoiceRepository(conn).pdf(DocumentKey.invoice_of(ref))
     finally:
         await pool.close()
 

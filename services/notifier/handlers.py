@@ -1,56 +1,52 @@
-"""What the notifier does with ``order.shipped``: issue the invoice once, email it once.
+"""What the notifier does with ``order.shipped`` and ``order.refunded``: issue the invoice, and
+a credit note for each refund, once each; emailing them is ``sending.py``'s job.
 
-The invoice row is the record of everything. It is numbered in a short transaction of its own
-(gapless: the number and the row commit together) so that workers do not queue on the
-sequence while a PDF renders; its PDF is archived in the transaction that records the
-attempt, before the SMTP call, so no email goes out without its archived PDF. The result is
-recorded after the call.
-
-A worker claims the invoice in its row, with a lease, for the length of the call: the claim
-survives a PostgreSQL restart. An attempt whose outcome is unknown is *in doubt*: the content
-left and the server's answer never came, or the worker died mid-call (its claim expired with
-the status still ``sending``). It is never retried within the delivery; it is sent once more,
-after ``SMTP_IN_DOUBT_PAUSE_SECONDS``, with the same Message-ID so the receiving side can
-recognise it, and never a third time: then the invoice is failed for an operator to check.
+A document is numbered in a short transaction of its own (gapless: the number and the row
+commit together) so that workers do not queue on the sequence while a PDF renders. An invoice
+that would not be right (``taxes.py``, ``invoice.py``) is held with its reason and takes no
+number. A refund is kept until it is credited: its credit note credits what the order's
+earlier credit notes did not (``credit_note.py``), numbered while the order's invoice row is
+locked, so two refunds of one order never credit the same amount twice.
 """
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from email.message import Message
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from services.notifier.invoice import Invoice, build_invoice, invoice_number
-from services.notifier.mailer import (
-    InDoubtDeliveryError,
-    InvoiceMailer,
-    PermanentDeliveryError,
-    TemporaryDeliveryError,
-    checked_recipient,
-    message_id_for,
+from services.notifier.credit_note import credit_lines, credited_so_far, refund_key
+from services.notifier.invoice import (
+    DocumentKind,
+    Invoice,
+    InvoiceLine,
+    build_invoice,
+    document_of,
+    invoice_number,
 )
-from services.notifier.metrics import INVOICES
+from services.notifier.mailer import InvoiceMailer, message_id_for
+from services.notifier.metrics import CREDIT_NOTES, INVOICES
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import (
+    DocumentKey,
     HoldRepository,
     InvoiceRepository,
     NotifierUnitOfWork,
+    RefundRepository,
     StoredInvoice,
 )
+from services.notifier.sending import SOURCE, Dispatch, DocumentSender
 from services.notifier.settings import NotifierSettings
 from services.notifier.taxes import InvoiceHeldError
 from shared.contracts import (
     Envelope,
     EventType,
-    InvoiceFailed,
     InvoiceHeld,
-    InvoiceSent,
+    OrderRef,
+    OrderRefunded,
     OrderShipped,
     follow_up,
 )
@@ -59,23 +55,21 @@ from shared.logging import get_logger
 from shared.settlement import RetryLaterError
 from shared.topology import EVENTS
 
-SOURCE = "notifier"
 INVOICE_TIMEZONE = ZoneInfo("Europe/Paris")
 
 log = get_logger(__name__)
 
 
-#: Attempts with an unknown outcome after which no email is sent again (one resend).
-MOST_DOUBTFUL_ATTEMPTS = 2
-RECORD_ATTEMPTS = 20
+#: A document in one of these is not emailed again by a delivery (only on request).
+SETTLED_EMAIL_STATUSES = ("sent", "failed", "archived")
 
 
 class InvoiceBusyError(RetryLaterError):
-    """Another worker is handling this order's invoice right now: try again later."""
+    """Another worker is handling this document right now: try again later."""
 
 
-class ResendNotDueError(RetryLaterError):
-    """An attempt is in doubt and its one resend waits for the pause to pass."""
+class InvoiceNotIssuedError(RetryLaterError):
+    """A refund arrived before its order's invoice was numbered: try again later."""
 
 
 class InvoiceService:
@@ -97,72 +91,105 @@ class InvoiceService:
         self._seller = settings.seller()
         self._policy = settings.vat_policy()
         self._lease = timedelta(seconds=settings.invoice_claim_seconds)
+        self._sender = DocumentSender(settings, pool, wake_relay, mailer, renderer, clock)
 
     def _unit_of_work(self, conn: Connection) -> NotifierUnitOfWork:
         return NotifierUnitOfWork(self._pool, self._wake_relay, connection=conn)
 
-    async def on_order_shipped(self, envelope: Envelope[OrderShipped]) -> None:
-        shipment = envelope.data
-        if shipment.is_delivered_by_marketplace and not self._settings.invoice_fulfillment_orders:
+    def _skipped(self, order: OrderShipped) -> bool:
+        if self._settings.invoice_mode == "mandate":
+            log.info("invoice.skipped_mandate", reason="INVOICE_MODE is mandate: ManoMano invoices")
+            return True
+        if order.is_delivered_by_marketplace and not self._settings.invoice_fulfillment_orders:
             log.info("invoice.skipped_fulfillment", reason="INVOICE_FULFILLMENT_ORDERS is false")
+            return True
+        return False
+
+    # --- Invoices ------------------------------------------------------------------------
+
+    async def on_order_shipped(self, envelope: Envelope[OrderShipped]) -> None:
+        if self._skipped(envelope.data):
             return
         worker = uuid.uuid4().hex  # this attempt's claim
         async with self._pool.acquire() as conn:
-            stored = await self._claimed(conn, envelope, worker)
-            if stored is None:
-                return
-            try:
-                await self._issue_and_send(conn, envelope, stored, worker)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await InvoiceRepository(conn).release(shipment, worker)
-                raise
+            stored = await self._claimed_invoice(conn, envelope, worker)
+            if stored is not None:
+                await self._sender.send(conn, self._invoice_dispatch(envelope), stored, worker)
 
-    async def _claimed(
+    def _invoice_dispatch(self, envelope: Envelope[OrderShipped]) -> Dispatch:
+        shipment = envelope.data
+        return Dispatch(
+            key=DocumentKey.invoice_of(shipment),
+            cause=envelope,
+            document=lambda stored: self._issued_invoice(shipment, stored),
+            email=shipment.billing_address.email if shipment.billing_address else None,
+            emailed=self._settings.invoice_mode == "email_at_shipment",
+        )
+
+    async def _claimed_invoice(
         self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
     ) -> StoredInvoice | None:
         """The invoice, numbered now if it was not, and claimed by ``worker``; None when it
         is already sent or failed, or held."""
         shipment = envelope.data
-        repository = InvoiceRepository(conn)
-        stored = await repository.get(shipment)
+        key = DocumentKey.invoice_of(shipment)
+        stored = await InvoiceRepository(conn).get(key)
         if stored is None:
             reason = self.hold_reason(shipment)
             if reason is not None:
                 await self._hold(conn, envelope, reason)
                 return None
             try:
-                return await self._number(conn, shipment, worker)
+                return await self._number_invoice(conn, shipment, worker)
             except asyncpg.UniqueViolationError:
                 raise InvoiceBusyError(
                     f"invoice of {shipment.marketplace_order_id} is being numbered"
                 ) from None
-        if stored.email_status in ("sent", "failed"):
+        return await self._claim(conn, key, stored, worker)
+
+    async def _claim(
+        self, conn: Connection, key: DocumentKey, stored: StoredInvoice, worker: str
+    ) -> StoredInvoice | None:
+        if stored.email_status in SETTLED_EMAIL_STATUSES:
             log.info(
                 "invoice.already_handled",
                 invoice_number=stored.number,
                 email_status=stored.email_status,
             )
             return None
-        claimed = await repository.claim(shipment, worker, self._lease)
+        claimed = await InvoiceRepository(conn).claim(key, worker, self._lease)
         if claimed is None:
-            raise InvoiceBusyError(f"invoice of {shipment.marketplace_order_id} is busy")
+            raise InvoiceBusyError(f"{stored.number} of {key.marketplace_order_id} is busy")
         return claimed
 
-    def _invoice(self, shipment: OrderShipped, number: str, issued_on: datetime) -> Invoice:
+    def _invoice(self, shipment: OrderShipped, number: str, issued_on: date) -> Invoice:
         return build_invoice(
             shipment,
             seller=self._seller,
             number=number,
-            issued_on=issued_on.date(),
+            issued_on=issued_on,
             titles=self._renderer.titles,
+            policy=self._policy,
+        )
+
+    def _issued_invoice(self, shipment: OrderShipped, stored: StoredInvoice) -> Invoice:
+        """The invoice as it was numbered: its lines as stored, whatever the settings say
+        now (invoices numbered before lines were stored are built again)."""
+        if stored.lines is None:
+            return self._invoice(shipment, stored.number, stored.issued_on)
+        return document_of(
+            shipment,
+            seller=self._seller,
+            number=stored.number,
+            issued_on=stored.issued_on,
+            lines=stored.lines,
             policy=self._policy,
         )
 
     def hold_reason(self, shipment: OrderShipped) -> str | None:
         """Why no invoice can be issued now, or None when it can."""
         try:
-            self._invoice(shipment, "", self._clock())
+            self._invoice(shipment, "", self._clock().date())
         except InvoiceHeldError as held:
             return held.reason
         return None
@@ -184,9 +211,59 @@ class InvoiceService:
                 INVOICES.labels("held").inc()
         log.warning("invoice.held", reason=reason)
 
+    async def _number_invoice(
+        self, conn: Connection, shipment: OrderShipped, worker: str
+    ) -> StoredInvoice:
+        """Give the invoice its number, claimed by ``worker``: the sequence row stays locked
+        only for this short transaction."""
+        issued = self._clock()
+        key = DocumentKey.invoice_of(shipment)
+        async with self._unit_of_work(conn) as uow:
+            await uow.holds.release(shipment)
+            sequence = await uow.invoices.next_sequence(
+                self._seller.siren, DocumentKind.INVOICE, issued.year
+            )
+            number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
+            invoice = self._invoice(shipment, number, issued.date())
+            stored = await self._add(uow, key, invoice, sequence, worker)
+        log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
+        return stored
+
+    async def _add(
+        self,
+        uow: NotifierUnitOfWork,
+        key: DocumentKey,
+        document: Invoice,
+        sequence: int,
+        worker: str,
+    ) -> StoredInvoice:
+        message_id = message_id_for(document, self._mailer.domain)
+        await uow.invoices.add(
+            key,
+            document,
+            seller=self._seller.siren,
+            sequence=sequence,
+            language=self._renderer.language,
+            recipient=document.customer.email,
+            message_id=message_id,
+            claimed_by=worker,
+            lease=self._lease,
+        )
+        return StoredInvoice(
+            number=document.number,
+            issued_on=document.issued_on,
+            message_id=message_id,
+            email_status="pending",
+            attempts=0,
+            recipient=document.customer.email,
+            refers_to=document.refers_to,
+            lines=document.lines,
+        )
+
     async def recheck_holds(self) -> int:
         """Look at every held invoice again (the settings may have been fixed since): each
-        that can now be issued is issued and sent. Returns how many were released."""
+        that can now be issued is issued and sent, then its order's refunds credited.
+        Returns how many were released."""
         async with self._pool.acquire() as conn:
             held = await HoldRepository(conn).held()
         released = 0
@@ -204,252 +281,148 @@ class InvoiceService:
                 continue
             log.info("invoice.released", marketplace_order_id=order_id)
             released += 1
+        await self.recheck_refunds()
         return released
 
-    async def _number(self, conn: Connection, shipment: OrderShipped, worker: str) -> StoredInvoice:
-        """Give the invoice its number, claimed by ``worker``: the sequence row stays locked
-        only for this short transaction."""
+    # --- Credit notes --------------------------------------------------------------------
+
+    async def on_order_refunded(self, envelope: Envelope[OrderRefunded]) -> None:
+        refund = envelope.data
+        if self._skipped(refund):
+            return
+        async with self._pool.acquire() as conn:
+            async with self._unit_of_work(conn) as uow:
+                await uow.refunds.add(refund, refund_key(refund), envelope.model_dump(mode="json"))
+            await self._credit_waiting(conn, refund)
+
+    async def recheck_refunds(self) -> None:
+        """Credit every refund still waiting (its invoice was held, or its figures were)."""
+        async with self._pool.acquire() as conn:
+            waiting = await RefundRepository(conn).waiting()
+            orders = {
+                (refund.marketplace, refund.marketplace_order_id): refund
+                for refund in (
+                    Envelope[OrderRefunded].model_validate(w.refund).data for w in waiting
+                )
+            }
+            for ref in orders.values():
+                try:
+                    await self._credit_waiting(conn, ref)
+                except Exception as failure:  # redelivered refunds and the next start retry
+                    log.warning(
+                        "credit_note.recheck_failed",
+                        marketplace_order_id=ref.marketplace_order_id,
+                        reason=str(failure),
+                    )
+
+    async def _credit_waiting(self, conn: Connection, ref: OrderRef) -> None:
+        """Credit the order's waiting refunds, oldest first, once its invoice is numbered."""
+        invoice = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
+        if invoice is None:
+            if await HoldRepository(conn).get(ref) is not None:
+                log.info("credit_note.waits_for_invoice", reason="the invoice is held")
+                return
+            raise InvoiceNotIssuedError(
+                f"the invoice of {ref.marketplace_order_id} is not numbered yet"
+            )
+        for waiting in await RefundRepository(conn).waiting(ref):
+            envelope = Envelope[OrderRefunded].model_validate(waiting.refund)
+            await self._credit(conn, envelope, waiting.refund_key, invoice)
+
+    async def _credit(
+        self,
+        conn: Connection,
+        envelope: Envelope[OrderRefunded],
+        key_of_refund: str,
+        invoice: StoredInvoice,
+    ) -> None:
+        refund = envelope.data
+        key = DocumentKey.credit_note_of(refund, key_of_refund)
+        worker = uuid.uuid4().hex
+        stored = await InvoiceRepository(conn).get(key)
+        if stored is None:
+            stored = await self._number_credit_note(conn, envelope, key, invoice, worker)
+        else:
+            stored = await self._claim(conn, key, stored, worker)
+        if stored is not None:
+            await self._sender.send(conn, self._credit_dispatch(envelope, key), stored, worker)
+
+    def _credit_dispatch(self, envelope: Envelope[OrderRefunded], key: DocumentKey) -> Dispatch:
+        refund = envelope.data
+        return Dispatch(
+            key=key,
+            cause=envelope,
+            document=lambda stored: self._credit_note(refund, stored, stored.lines or ()),
+            email=refund.billing_address.email if refund.billing_address else None,
+            emailed=self._settings.invoice_mode == "email_at_shipment",
+        )
+
+    def _credit_note(
+        self, refund: OrderRefunded, stored: StoredInvoice, lines: tuple[InvoiceLine, ...]
+    ) -> Invoice:
+        return document_of(
+            refund,
+            seller=self._seller,
+            number=stored.number,
+            issued_on=stored.issued_on,
+            lines=lines,
+            kind=DocumentKind.CREDIT_NOTE,
+            refers_to=stored.refers_to,
+            policy=self._policy,
+        )
+
+    async def _number_credit_note(
+        self,
+        conn: Connection,
+        envelope: Envelope[OrderRefunded],
+        key: DocumentKey,
+        invoice: StoredInvoice,
+        worker: str,
+    ) -> StoredInvoice | None:
+        """Number the refund's credit note, claimed by ``worker``, while the order's invoice
+        row is locked; None when nothing is left to credit or the refund is held."""
+        refund = envelope.data
         issued = self._clock()
         async with self._unit_of_work(conn) as uow:
-            await uow.holds.release(shipment)
-            sequence = await uow.invoices.next_sequence(self._seller.siren, issued.year)
-            number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
-            invoice = self._invoice(shipment, number, issued)
-            message_id = message_id_for(invoice, self._mailer.domain)
-            await uow.invoices.add(
-                invoice,
-                seller=self._seller.siren,
-                sequence=sequence,
-                language=self._renderer.language,
-                recipient=invoice.customer.email,
-                message_id=message_id,
-                claimed_by=worker,
-                lease=self._lease,
+            await uow.invoices.get(DocumentKey.invoice_of(refund), for_update=True)
+            if await uow.invoices.get(key) is not None:
+                raise InvoiceBusyError(f"the credit note of {key.refund_key} is being numbered")
+            earlier = await uow.invoices.credit_notes_of(refund)
+            credited = credited_so_far(note.lines or () for note in earlier)
+            try:
+                lines = credit_lines(self._invoiced_lines(refund, invoice), refund, credited)
+            except InvoiceHeldError as held:
+                await uow.refunds.settle(refund, key.refund_key, "held", held.reason)
+                CREDIT_NOTES.labels("held").inc()
+                log.warning("credit_note.held", refund=key.refund_key, reason=held.reason)
+                return None
+            if not lines:
+                await uow.refunds.settle(refund, key.refund_key, "nothing")
+                log.info("credit_note.nothing_to_credit", refund=key.refund_key)
+                return None
+            sequence = await uow.invoices.next_sequence(
+                self._seller.siren, DocumentKind.CREDIT_NOTE, issued.year
             )
-        log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
-        return StoredInvoice(
-            number=number,
-            issued_on=invoice.issued_on,
-            message_id=message_id,
-            email_status="pending",
-            attempts=0,
-            recipient=invoice.customer.email,
-        )
-
-    async def _issue_and_send(
-        self, conn: Connection, envelope: Envelope[OrderShipped], stored: StoredInvoice, worker: str
-    ) -> None:
-        shipment = envelope.data
-        issued = datetime.combine(stored.issued_on, datetime.min.time(), INVOICE_TIMEZONE)
-        invoice = self._invoice(shipment, stored.number, issued)
-        archived = None if stored.attempts == 0 else await InvoiceRepository(conn).pdf(shipment)
-        # Rendered outside any transaction; archived with the next status change.
-        pdf = archived if archived is not None else self._renderer.pdf(invoice)
-        to_archive = None if archived is not None else pdf
-
-        try:
-            recipient = checked_recipient(
-                shipment.billing_address.email if shipment.billing_address else None
+            number = invoice_number(self._settings.credit_note_prefix, issued.year, sequence)
+            numbered = StoredInvoice(
+                number, issued.date(), "", "pending", 0, None, refers_to=invoice.number
             )
-        except PermanentDeliveryError as failure:
-            await self._record_failure(conn, envelope, stored, str(failure), to_archive)
-            return
-
-        doubtful = await self._doubts_before_sending(conn, envelope, stored, to_archive)
-        if doubtful is None:
-            return
-        # One statement, atomic and committed on its own: no transaction block needed.
-        await InvoiceRepository(conn).set_status(
-            shipment, "sending", pdf=to_archive, doubtful=doubtful
+            credit_note = self._credit_note(refund, numbered, lines)
+            stored = await self._add(uow, key, credit_note, sequence, worker)
+            await uow.refunds.settle(refund, key.refund_key, "credited")
+        log.info(
+            "credit_note.issued",
+            credit_note_number=number,
+            invoice_number=invoice.number,
+            total=str(credit_note.total_incl),
         )
-        message = self._mailer.compose(
-            invoice, self._renderer.email(invoice), pdf, recipient, stored.message_id
-        )
-        if await self._deliver(conn, envelope, stored, message, doubtful):
-            await self._record_sent(conn, envelope, stored, recipient)
+        return stored
 
-    async def _doubts_before_sending(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        to_archive: bytes | None,
-    ) -> int | None:
-        """How many earlier attempts are in doubt, or None when no email may be sent (the
-        one resend was spent: the invoice is failed for an operator to check)."""
-        doubtful = stored.doubtful
-        if stored.email_status == "sending":
-            doubtful += 1  # its worker died mid-call: it may have been delivered
-        if doubtful >= MOST_DOUBTFUL_ATTEMPTS:
-            await self._give_up(conn, envelope, stored, doubtful, to_archive)
-            return None
-        due = stored.resend_after
-        if stored.email_status == "in_doubt" and due is not None and self._clock() < due:
-            raise ResendNotDueError(
-                f"invoice {stored.number} is in doubt; its one resend is due at {due.isoformat()}"
-            )
-        if doubtful:
-            log.warning(
-                "invoice.attempt_in_doubt",
-                invoice_number=stored.number,
-                message_id=stored.message_id,
-                resolution="sending once more with the same Message-ID",
-            )
-        return doubtful
-
-    async def _deliver(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        message: Message,
-        doubtful: int,
-    ) -> bool:
-        """Send; True once the server accepted. What is in doubt is never retried here."""
-        shipment = envelope.data
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._settings.smtp_attempts),
-                wait=wait_exponential(multiplier=self._settings.smtp_backoff_seconds, max=30),
-                retry=retry_if_exception_type(TemporaryDeliveryError),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._mailer.send(message)
-        except PermanentDeliveryError as failure:
-            await self._record_failure(conn, envelope, stored, str(failure))
-            return False
-        except InDoubtDeliveryError as doubt:
-            await self._record_doubt(conn, envelope, stored, doubtful + 1, str(doubt))
-            return False
-        except TemporaryDeliveryError as failure:
-            # Not accepted by the server: nothing is in doubt; the delivery is retried later.
-            async with self._unit_of_work(conn) as uow:
-                await uow.invoices.set_status(shipment, "pending", str(failure))
-            log.warning("invoice.email_deferred", invoice_number=stored.number, reason=str(failure))
-            raise
-        return True
-
-    async def _record_doubt(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        doubtful: int,
-        reason: str,
-    ) -> None:
-        INVOICES.labels("in_doubt").inc()
-        if doubtful >= MOST_DOUBTFUL_ATTEMPTS:
-            await self._give_up(conn, envelope, stored, doubtful)
-            return
-        resend_after = self._clock() + timedelta(seconds=self._settings.smtp_in_doubt_pause_seconds)
-        await InvoiceRepository(conn).set_status(
-            envelope.data, "in_doubt", reason, doubtful=doubtful, resend_after=resend_after
-        )
-        log.warning(
-            "invoice.attempt_in_doubt",
-            invoice_number=stored.number,
-            message_id=stored.message_id,
-            reason=reason,
-            resolution=f"sent once more with the same Message-ID after {resend_after.isoformat()}",
-        )
-        raise ResendNotDueError(f"invoice {stored.number} is in doubt: {reason}")
-
-    async def _give_up(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        doubtful: int,
-        to_archive: bytes | None = None,
-    ) -> None:
-        await self._record_failure(
-            conn,
-            envelope,
-            stored,
-            f"{doubtful} attempts may have been delivered but none was confirmed by the mail"
-            " server: not sent a third time; check the mail server's log for Message-ID"
-            f" {stored.message_id}",
-            to_archive,
-        )
-
-    async def _record_sent(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        recipient: str,
-    ) -> None:
-        """The server accepted the email: that is recorded even if the database goes away
-        meanwhile (retried on fresh connections), rather than leaving it to look in doubt."""
-        shipment = envelope.data
-        sent = InvoiceSent(
-            marketplace=shipment.marketplace,
-            marketplace_order_id=shipment.marketplace_order_id,
-            invoice_number=stored.number,
-            message_id=stored.message_id,
-            recipient=recipient,
-        )
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(RECORD_ATTEMPTS),
-            wait=wait_exponential(multiplier=0.5, max=10),
-            retry=retry_if_exception_type(
-                (
-                    OSError,
-                    asyncpg.PostgresConnectionError,
-                    asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError,
-                )
-            ),
-            reraise=True,
-        ):
-            with attempt:
-                if attempt.retry_state.attempt_number == 1:
-                    await self._record_outcome(conn, envelope, sent)
-                else:
-                    async with self._pool.acquire() as fresh:
-                        await self._record_outcome(fresh, envelope, sent)
-        INVOICES.labels("sent").inc()
-        log.info("invoice.sent", invoice_number=stored.number, message_id=stored.message_id)
-
-    async def _record_failure(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        stored: StoredInvoice,
-        reason: str,
-        to_archive: bytes | None = None,
-    ) -> None:
-        shipment = envelope.data
-        await self._record_outcome(
-            conn,
-            envelope,
-            InvoiceFailed(
-                marketplace=shipment.marketplace,
-                marketplace_order_id=shipment.marketplace_order_id,
-                invoice_number=stored.number,
-                reason=reason,
-            ),
-            to_archive,
-        )
-        INVOICES.labels("failed").inc()
-        log.warning("invoice.failed", invoice_number=stored.number, reason=reason)
-
-    async def _record_outcome(
-        self,
-        conn: Connection,
-        envelope: Envelope[OrderShipped],
-        event: InvoiceSent | InvoiceFailed,
-        to_archive: bytes | None = None,
-    ) -> None:
-        """The email's final status and the event that says so, in one transaction (with the
-        PDF, when an invoice that cannot be emailed is archived only now)."""
-        if isinstance(event, InvoiceFailed):
-            status, error, type_ = "failed", event.reason, EventType.INVOICE_FAILED
-        else:
-            status, error, type_ = "sent", None, EventType.INVOICE_SENT
-        async with self._unit_of_work(conn) as uow:
-            await uow.invoices.set_status(envelope.data, status, error, pdf=to_archive)
-            await uow.outbox.add(
-                EVENTS.name, follow_up(envelope, type=type_, source=SOURCE, data=event)
-            )
+    def _invoiced_lines(
+        self, refund: OrderRefunded, invoice: StoredInvoice
+    ) -> tuple[InvoiceLine, ...]:
+        """The invoice's lines as issued; for an invoice issued before they were kept, the
+        same rules applied to the order's data again."""
+        if invoice.lines is not None:
+            return invoice.lines
+        return self._invoice(refund, invoice.number, invoice.issued_on).lines

@@ -47,6 +47,12 @@ class Seller:
     rcs: str | None = None
 
 
+class DocumentKind(StrEnum):
+    INVOICE = "invoice"
+    #: A *facture d'avoir*: once an invoice exists, only a credit note corrects it.
+    CREDIT_NOTE = "credit_note"
+
+
 class LineKind(StrEnum):
     GOODS = "goods"
     SHIPPING = "shipping"
@@ -65,6 +71,39 @@ class InvoiceLine:
     vat: Decimal
     total_incl: Decimal
     kind: LineKind = LineKind.GOODS
+    #: Which part of the order the line is (a cart line's id, ``shipping``...): a credit note
+    #: credits the invoice's lines by it.
+    key: str = ""
+
+    def to_json(self) -> dict[str, str | int]:
+        return {
+            "title": self.title,
+            "quantity": self.quantity,
+            "unit_price_excl": str(self.unit_price_excl),
+            "vat_rate": str(self.vat_rate),
+            "total_excl": str(self.total_excl),
+            "vat": str(self.vat),
+            "total_incl": str(self.total_incl),
+            "kind": self.kind.value,
+            "key": self.key,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, str | int]) -> InvoiceLine:
+        def amount(name: str) -> Decimal:
+            return Decimal(str(data[name]))
+
+        return cls(
+            title=str(data["title"]),
+            quantity=int(data["quantity"]),
+            unit_price_excl=amount("unit_price_excl"),
+            vat_rate=amount("vat_rate"),
+            total_excl=amount("total_excl"),
+            vat=amount("vat"),
+            total_incl=amount("total_incl"),
+            kind=LineKind(str(data["kind"])),
+            key=str(data["key"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -98,6 +137,9 @@ class Invoice:
     carrier: str | None
     tracking_number: str | None
     treatment: Treatment = field(default=Treatment(Regime.DOMESTIC, "FR"))
+    kind: DocumentKind = DocumentKind.INVOICE
+    #: A credit note's invoice number.
+    refers_to: str | None = None
 
     @property
     def total_excl(self) -> Decimal:
@@ -136,7 +178,12 @@ def unit_price(total_excl: Decimal, quantity: int) -> Decimal:
 
 
 def priced_line(
-    title: str, quantity: int, total_incl: Decimal, vat_rate: Decimal, kind: LineKind
+    title: str,
+    quantity: int,
+    total_incl: Decimal,
+    vat_rate: Decimal,
+    kind: LineKind,
+    key: str = "",
 ) -> InvoiceLine:
     total_incl = money(total_incl)
     total_excl = money(total_incl / (1 + vat_rate / 100))
@@ -150,6 +197,7 @@ def priced_line(
         vat=total_incl - total_excl,
         total_incl=total_incl,
         kind=kind,
+        key=key or kind.value,
     )
 
 
@@ -158,7 +206,11 @@ def _product_ids(line: CartLine) -> tuple[str, ...]:
     return tuple(str(i) for i in (merchant, line.marketplace_product_id) if i)
 
 
-def goods_line(line: CartLine, taxed: Treatment, policy: VatPolicy) -> InvoiceLine:
+def line_key(line: CartLine, index: int) -> str:
+    return line.marketplace_order_line_id or f"line-{index}"
+
+
+def goods_line(line: CartLine, key: str, taxed: Treatment, policy: VatPolicy) -> InvoiceLine:
     quantity = max(line.quantity, 1)
     title = line.title or "Article"
     total_incl = line.amount
@@ -175,7 +227,7 @@ def goods_line(line: CartLine, taxed: Treatment, policy: VatPolicy) -> InvoiceLi
         taxed=taxed,
         policy=policy,
     )
-    return priced_line(title, quantity, total_incl, rate, LineKind.GOODS)
+    return priced_line(title, quantity, total_incl, rate, LineKind.GOODS, key)
 
 
 def sale_treatment(shipment: OrderShipped, policy: VatPolicy) -> Treatment:
@@ -241,7 +293,7 @@ def discount_lines(discount: Decimal, charged: list[InvoiceLine], title: str) ->
     for rate in sorted(exact, key=lambda r: exact[r] - parts[r], reverse=True)[:left]:
         parts[rate] += CENT
     return [
-        priced_line(title, 1, -part, rate, LineKind.DISCOUNT)
+        priced_line(title, 1, -part, rate, LineKind.DISCOUNT, f"discount-{rate}")
         for rate, part in sorted(parts.items(), reverse=True)
         if part
     ]
@@ -252,7 +304,10 @@ def invoice_lines(
 ) -> tuple[InvoiceLine, ...]:
     """The invoice's lines, whose total including VAT is what the customer paid."""
     paid = paid_total(shipment)
-    lines = [goods_line(line, taxed, policy) for line in shipment.lines]
+    lines = [
+        goods_line(line, line_key(line, index), taxed, policy)
+        for index, line in enumerate(shipment.lines)
+    ]
     # Shipping and fees follow the VAT rate of the goods (the highest on the order).
     rate = max((line.vat_rate for line in lines), default=Decimal("0"))
     for title, amount, kind in (
@@ -278,19 +333,39 @@ def build_invoice(
     """The invoice of ``shipment``; raises :class:`InvoiceHeldError` when it cannot be right."""
     policy = policy or VatPolicy()
     taxed = sale_treatment(shipment, policy)
+    lines = invoice_lines(shipment, taxed, policy, titles or LineTitles())
+    return document_of(
+        shipment, seller=seller, number=number, issued_on=issued_on, lines=lines, policy=policy
+    )
+
+
+def document_of(
+    order: OrderShipped,
+    *,
+    seller: Seller,
+    number: str,
+    issued_on: date,
+    lines: tuple[InvoiceLine, ...],
+    kind: DocumentKind = DocumentKind.INVOICE,
+    refers_to: str | None = None,
+    policy: VatPolicy | None = None,
+) -> Invoice:
+    """The document of ``order`` with these lines: an invoice, or a credit note of it."""
     return Invoice(
         number=number,
         issued_on=issued_on,
         seller=seller,
-        marketplace=shipment.marketplace,
-        order_id=shipment.marketplace_order_id,
-        order_date=shipment.marketplace_order_date,
-        customer=customer_of(shipment.billing_address),
-        lines=invoice_lines(shipment, taxed, policy, titles or LineTitles()),
-        currency=shipment.currency or "EUR",
-        carrier=shipment.carrier,
-        tracking_number=shipment.tracking_number,
-        treatment=taxed,
+        marketplace=order.marketplace,
+        order_id=order.marketplace_order_id,
+        order_date=order.marketplace_order_date,
+        customer=customer_of(order.billing_address),
+        lines=lines,
+        currency=order.currency or "EUR",
+        carrier=order.carrier,
+        tracking_number=order.tracking_number,
+        treatment=sale_treatment(order, policy or VatPolicy()),
+        kind=kind,
+        refers_to=refers_to,
     )
 
 

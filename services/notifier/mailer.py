@@ -158,6 +158,8 @@ class InvoiceMailer:
         message["Date"] = format_datetime(datetime.now(UTC))
         message["X-Invoice-Number"] = _encoded(one_line(invoice.number))
         message["X-Marketplace-Order-Id"] = _encoded(one_line(invoice.order_id))
+        # invoice or credit_note: so that mail rules (and our tests) tell them apart.
+        message["X-Document-Kind"] = invoice.kind.value
         bodies = MIMEMultipart("alternative", boundary=_boundary())
         bodies.attach(MIMEText(rendered.text, "plain", "utf-8"))
         bodies.attach(MIMEText(rendered.html, "html", "utf-8"))

@@ -7,3 +7,8 @@ INVOICES = Counter(
     "Invoices by outcome: emails sent, failed or in doubt; invoices held.",
     ["outcome"],
 )
+CREDIT_NOTES = Counter(
+    "lengow_orders_credit_notes_total",
+    "Credit notes by outcome: emails sent, failed or in doubt; refunds held.",
+    ["outcome"],
+)

@@ -13,7 +13,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from services.notifier.invoice import Invoice, LineTitles
+from services.notifier.invoice import DocumentKind, Invoice, LineTitles
 
 Language = Literal["fr", "en"]
 
@@ -46,6 +46,11 @@ LABELS: dict[Language, dict[str, str]] = {
         "shipped_with": "Expédiée par",
         "tracking": "suivi",
         "paid": "Facture acquittée : réglée par le client sur ManoMano.",
+        "credit_note": "Avoir",
+        "credit_note_number": "N° d'avoir",
+        "refers_to": "Facture d'origine",
+        "refunded": "Avoir remboursé au client sur ManoMano.",
+        "subject_credit_note": "Votre avoir {number} pour la commande {order}",
         "siren": "SIREN",
         "siret": "SIRET",
         "vat_number": "N° TVA intracommunautaire",
@@ -81,6 +86,11 @@ LABELS: dict[Language, dict[str, str]] = {
         "shipped_with": "Shipped with",
         "tracking": "tracking",
         "paid": "Paid: settled by the customer on ManoMano.",
+        "credit_note": "Credit note",
+        "credit_note_number": "Credit note number",
+        "refers_to": "Original invoice",
+        "refunded": "Credit note refunded to the customer on ManoMano.",
+        "subject_credit_note": "Your credit note {number} for order {order}",
         "siren": "SIREN",
         "siret": "SIRET",
         "vat_number": "VAT number",
@@ -164,10 +174,13 @@ class InvoiceRenderer:
         context: dict[str, Any] = {
             "invoice": invoice,
             "labels": self.labels,
-            "total": self.money(invoice.total_incl, invoice),
+            # A credit note's amounts are negative; the email says how much comes back.
+            "total": self.money(abs(invoice.total_incl), invoice),
             "issued_on": format_date(invoice.issued_on, self.language),
+            "credit_note": invoice.kind is DocumentKind.CREDIT_NOTE,
         }
-        subject = self.labels["subject"].format(number=invoice.number, order=invoice.order_id)
+        subject_label = "subject_credit_note" if context["credit_note"] else "subject"
+        subject = self.labels[subject_label].format(number=invoice.number, order=invoice.order_id)
         return RenderedEmail(
             subject=subject,
             text=self._templates.get_template(f"email_{self.language}.txt.j2").render(context),
@@ -194,7 +207,9 @@ class InvoiceRenderer:
         issuing and emailing an invoice together)."""
         labels = self.labels
         pdf = FPDF(format="A4")
-        pdf.set_title(f"{labels['invoice']} {invoice.number}")
+        credit_note = invoice.kind is DocumentKind.CREDIT_NOTE
+        title = labels["credit_note"] if credit_note else labels["invoice"]
+        pdf.set_title(f"{title} {invoice.number}")
         pdf.set_author(invoice.seller.legal_name)
         pdf.set_creator("lengow-orders")
         pdf.set_creation_date(_midday(invoice.issued_on))
@@ -226,13 +241,15 @@ class InvoiceRenderer:
 
         pdf.set_font(family, "B", 22)
         pdf.set_text_color(*self.ACCENT)
-        _box(pdf, left + half, top, half, 11, labels["invoice"].upper(), "R")
+        _box(pdf, left + half, top, half, 11, title.upper(), "R")
         y = top + 11
         facts = [
-            (labels["number"], invoice.number),
+            (labels["credit_note_number" if credit_note else "number"], invoice.number),
             (labels["issued_on"], format_date(invoice.issued_on, self.language)),
             (labels["order"], invoice.order_id),
         ]
+        if invoice.refers_to:
+            facts.insert(1, (labels["refers_to"], invoice.refers_to))
         if invoice.order_date is not None:
             facts.append((labels["order_date"], format_date(invoice.order_date, self.language)))
         for label, fact in facts:
@@ -360,8 +377,8 @@ class InvoiceRenderer:
 
         pdf.set_text_color(30, 30, 30)
         pdf.set_font(family, "", 9.5)
-        notes = [labels["paid"], *self.legal_mentions(invoice)]
-        if invoice.carrier:
+        notes = [labels["refunded" if credit_note else "paid"], *self.legal_mentions(invoice)]
+        if invoice.carrier and not credit_note:
             shipped = f"{labels['shipped_with']} {invoice.carrier}"
             if invoice.tracking_number:
                 shipped += f" ({labels['tracking']} {invoice.tracking_number})"

@@ -8,10 +8,43 @@ from typing import Any
 
 import asyncpg
 
-from services.notifier.invoice import Invoice
+from services.notifier.invoice import DocumentKind, Invoice, InvoiceLine
 from shared.contracts import OrderRef
 from shared.database import Connection
 from shared.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class DocumentKey:
+    """One document of an order: its invoice, or the credit note of one of its refunds."""
+
+    marketplace: str
+    marketplace_order_id: str
+    kind: DocumentKind = DocumentKind.INVOICE
+    refund_key: str = ""
+
+    @classmethod
+    def invoice_of(cls, ref: OrderRef) -> DocumentKey:
+        return cls(ref.marketplace, ref.marketplace_order_id)
+
+    @classmethod
+    def credit_note_of(cls, ref: OrderRef, refund_key: str) -> DocumentKey:
+        return cls(ref.marketplace, ref.marketplace_order_id, DocumentKind.CREDIT_NOTE, refund_key)
+
+    @property
+    def order(self) -> OrderRef:
+        return OrderRef(
+            marketplace=self.marketplace, marketplace_order_id=self.marketplace_order_id
+        )
+
+    def params(self) -> tuple[str, str, str, str]:
+        return (self.marketplace, self.marketplace_order_id, self.kind.value, self.refund_key)
+
+
+#: The condition on :meth:`DocumentKey.params`, always $1 to $4.
+_THE_DOCUMENT = (
+    " WHERE marketplace = $1 AND marketplace_order_id = $2 AND kind = $3 AND refund_key = $4"
+)
 
 
 @dataclass(frozen=True)
@@ -24,15 +57,18 @@ class StoredInvoice:
     recipient: str | None
     doubtful: int = 0
     resend_after: datetime | None = None
+    refers_to: str | None = None
+    lines: tuple[InvoiceLine, ...] | None = None
 
 
 _STORED_COLUMNS = (
     "invoice_number, issued_on, message_id, email_status, attempts, recipient, doubtful,"
-    " resend_after"
+    " resend_after, refers_to, lines"
 )
 
 
 def _stored(row: asyncpg.Record) -> StoredInvoice:
+    lines = row["lines"]
     return StoredInvoice(
         number=row["invoice_number"],
         issued_on=row["issued_on"],
@@ -42,63 +78,78 @@ def _stored(row: asyncpg.Record) -> StoredInvoice:
         recipient=row["recipient"],
         doubtful=row["doubtful"],
         resend_after=row["resend_after"],
+        refers_to=row["refers_to"],
+        lines=None if lines is None else tuple(InvoiceLine.from_json(line) for line in lines),
     )
 
 
 class InvoiceRepository:
+    """Invoices and credit notes: their numbers, archived PDFs and emails' fate."""
+
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    async def claim(self, ref: OrderRef, worker: str, lease: timedelta) -> StoredInvoice | None:
-        """Take the invoice for ``lease`` unless another worker's claim still runs; returns it
-        as it is once claimed (None: busy). The claim is a row state: it survives a PostgreSQL
-        restart, and a worker that dies leaves it to expire; the status it left (``sending``)
-        then says its attempt is in doubt."""
+    async def claim(self, key: DocumentKey, worker: str, lease: timedelta) -> StoredInvoice | None:
+        """Take the document for ``lease`` unless another worker's claim still runs; returns
+        it as it is once claimed (None: busy). The claim is a row state: it survives a
+        PostgreSQL restart, and a worker that dies leaves it to expire; the status it left
+        (``sending``) then says its attempt is in doubt."""
         row = await self._conn.fetchrow(
-            "UPDATE invoices SET claimed_by = $3, claimed_until = now() + $4::interval"
-            " WHERE marketplace = $1 AND marketplace_order_id = $2"
-            " AND email_status NOT IN ('sent', 'failed')"
+            "UPDATE invoices SET claimed_by = $5, claimed_until = now() + $6::interval"
+            + _THE_DOCUMENT
+            + " AND email_status NOT IN ('sent', 'failed', 'archived')"
             " AND (claimed_until IS NULL OR claimed_until < now())"
             f" RETURNING {_STORED_COLUMNS}",
-            ref.marketplace,
-            ref.marketplace_order_id,
+            *key.params(),
             worker,
             lease,
         )
         return None if row is None else _stored(row)
 
-    async def release(self, ref: OrderRef, worker: str) -> None:
+    async def release(self, key: DocumentKey, worker: str) -> None:
         await self._conn.execute(
             "UPDATE invoices SET claimed_by = NULL, claimed_until = NULL"
-            " WHERE marketplace = $1 AND marketplace_order_id = $2 AND claimed_by = $3",
-            ref.marketplace,
-            ref.marketplace_order_id,
+            + _THE_DOCUMENT
+            + " AND claimed_by = $5",
+            *key.params(),
             worker,
         )
 
-    async def get(self, ref: OrderRef) -> StoredInvoice | None:
+    async def get(self, key: DocumentKey, *, for_update: bool = False) -> StoredInvoice | None:
         row = await self._conn.fetchrow(
             f"SELECT {_STORED_COLUMNS} FROM invoices"
-            " WHERE marketplace = $1 AND marketplace_order_id = $2",
-            ref.marketplace,
-            ref.marketplace_order_id,
+            + _THE_DOCUMENT
+            + (" FOR UPDATE" if for_update else ""),
+            *key.params(),
         )
         return None if row is None else _stored(row)
 
-    async def next_sequence(self, seller: str, year: int) -> int:
-        """The next number of ``seller`` in ``year``; the row stays locked until commit."""
+    async def credit_notes_of(self, ref: OrderRef) -> list[StoredInvoice]:
+        rows = await self._conn.fetch(
+            f"SELECT {_STORED_COLUMNS} FROM invoices WHERE marketplace = $1"
+            " AND marketplace_order_id = $2 AND kind = 'credit_note' ORDER BY sequence",
+            ref.marketplace,
+            ref.marketplace_order_id,
+        )
+        return [_stored(row) for row in rows]
+
+    async def next_sequence(self, seller: str, series: DocumentKind, year: int) -> int:
+        """The next number of ``seller``'s ``series`` in ``year``; the row stays locked until
+        commit."""
         value: int = await self._conn.fetchval(
-            "INSERT INTO invoice_sequences AS s (seller, year, last_value) VALUES ($1, $2, 1)"
-            " ON CONFLICT (seller, year) DO UPDATE SET last_value = s.last_value + 1"
-            " RETURNING last_value",
+            "INSERT INTO invoice_sequences AS s (seller, series, year, last_value)"
+            " VALUES ($1, $2, $3, 1) ON CONFLICT (seller, series, year)"
+            " DO UPDATE SET last_value = s.last_value + 1 RETURNING last_value",
             seller,
+            series.value,
             year,
         )
         return value
 
     async def add(
         self,
-        invoice: Invoice,
+        key: DocumentKey,
+        document: Invoice,
         *,
         seller: str,
         sequence: int,
@@ -108,41 +159,40 @@ class InvoiceRepository:
         claimed_by: str,
         lease: timedelta,
     ) -> None:
-        """The numbered invoice, claimed by the worker that numbers it, its PDF to be
+        """The numbered document, claimed by the worker that numbers it, its PDF to be
         archived by :meth:`set_status`."""
         await self._conn.execute(
-            "INSERT INTO invoices (marketplace, marketplace_order_id, seller, year, sequence,"
-            " invoice_number, issued_on, language, currency, total_incl, recipient, message_id,"
-            " email_status, claimed_by, claimed_until)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending', $13,"
-            " now() + $14::interval)",
-            invoice.marketplace,
-            invoice.order_id,
+            "INSERT INTO invoices (marketplace, marketplace_order_id, kind, refund_key, seller,"
+            " year, sequence, invoice_number, issued_on, language, currency, total_incl,"
+            " recipient, message_id, email_status, claimed_by, claimed_until, refers_to, lines)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending',"
+            " $15, now() + $16::interval, $17, $18)",
+            *key.params(),
             seller,
-            invoice.issued_on.year,
+            document.issued_on.year,
             sequence,
-            invoice.number,
-            invoice.issued_on,
+            document.number,
+            document.issued_on,
             language,
-            invoice.currency,
-            invoice.total_incl,
+            document.currency,
+            document.total_incl,
             recipient,
             message_id,
             claimed_by,
             lease,
+            document.refers_to,
+            [line.to_json() for line in document.lines],
         )
 
-    async def pdf(self, ref: OrderRef) -> bytes | None:
+    async def pdf(self, key: DocumentKey) -> bytes | None:
         value: bytes | None = await self._conn.fetchval(
-            "SELECT pdf FROM invoices WHERE marketplace = $1 AND marketplace_order_id = $2",
-            ref.marketplace,
-            ref.marketplace_order_id,
+            "SELECT pdf FROM invoices" + _THE_DOCUMENT, *key.params()
         )
         return value
 
     async def set_status(
         self,
-        ref: OrderRef,
+        key: DocumentKey,
         status: str,
         error: str | None = None,
         *,
@@ -150,24 +200,70 @@ class InvoiceRepository:
         doubtful: int | None = None,
         resend_after: datetime | None = None,
     ) -> None:
-        """The email's status; with ``pdf``, the invoice's PDF is archived in the same
+        """The email's status; with ``pdf``, the document's PDF is archived in the same
         statement (it never replaces one already archived). Any status but ``sending`` ends
         the worker's claim."""
         await self._conn.execute(
-            "UPDATE invoices SET email_status = $3, last_error = $4,"
-            " attempts = attempts + CASE WHEN $3 = 'sending' THEN 1 ELSE 0 END,"
-            " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
-            " pdf = coalesce(pdf, $5), doubtful = coalesce($6, doubtful), resend_after = $7,"
-            " claimed_by = CASE WHEN $3 = 'sending' THEN claimed_by END,"
-            " claimed_until = CASE WHEN $3 = 'sending' THEN claimed_until END"
-            " WHERE marketplace = $1 AND marketplace_order_id = $2",
-            ref.marketplace,
-            ref.marketplace_order_id,
+            "UPDATE invoices SET email_status = $5, last_error = $6,"
+            " attempts = attempts + CASE WHEN $5 = 'sending' THEN 1 ELSE 0 END,"
+            " sent_at = CASE WHEN $5 = 'sent' THEN now() ELSE sent_at END,"
+            " pdf = coalesce(pdf, $7), doubtful = coalesce($8, doubtful), resend_after = $9,"
+            " claimed_by = CASE WHEN $5 = 'sending' THEN claimed_by END,"
+            " claimed_until = CASE WHEN $5 = 'sending' THEN claimed_until END" + _THE_DOCUMENT,
+            *key.params(),
             status,
             error,
             pdf,
             doubtful,
             resend_after,
+        )
+
+
+@dataclass(frozen=True)
+class StoredRefund:
+    refund_key: str
+    refund: dict[str, Any]
+
+
+class RefundRepository:
+    """The refunds announced, until each is credited."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def add(self, ref: OrderRef, refund_key: str, refund: dict[str, Any]) -> None:
+        await self._conn.execute(
+            "INSERT INTO refunds (marketplace, marketplace_order_id, refund_key, refund)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            ref.marketplace,
+            ref.marketplace_order_id,
+            refund_key,
+            refund,
+        )
+
+    async def waiting(self, ref: OrderRef | None = None) -> list[StoredRefund]:
+        """Refunds not settled yet, oldest first (of one order, or of all)."""
+        rows = await self._conn.fetch(
+            "SELECT refund_key, refund FROM refunds WHERE settled_at IS NULL"
+            " AND ($1::text IS NULL OR (marketplace = $1 AND marketplace_order_id = $2))"
+            " ORDER BY received_at, refund_key",
+            ref.marketplace if ref else None,
+            ref.marketplace_order_id if ref else None,
+        )
+        return [StoredRefund(row["refund_key"], row["refund"]) for row in rows]
+
+    async def settle(
+        self, ref: OrderRef, refund_key: str, outcome: str, reason: str | None = None
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE refunds SET outcome = $4, reason = $5,"
+            " settled_at = CASE WHEN $4 = 'held' THEN NULL ELSE now() END"
+            " WHERE marketplace = $1 AND marketplace_order_id = $2 AND refund_key = $3",
+            ref.marketplace,
+            ref.marketplace_order_id,
+            refund_key,
+            outcome,
+            reason,
         )
 
 
@@ -240,7 +336,9 @@ class HoldRepository:
 class NotifierUnitOfWork(UnitOfWork):
     invoices: InvoiceRepository
     holds: HoldRepository
+    refunds: RefundRepository
 
     def bind(self, conn: Connection) -> None:
         self.invoices = InvoiceRepository(conn)
         self.holds = HoldRepository(conn)
+        self.refunds = RefundRepository(conn)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notifier.invoice import Seller
 from services.notifier.taxes import SELLER_COUNTRY, VAT_RATES, VatPolicy, checked_rates
@@ -32,7 +32,13 @@ class NotifierSettings(ServiceSettings):
     mail_from: str = "factures@example-seller.fr"
     mail_from_name: str = "Service client"
     invoice_language: Literal["fr", "en"] = "fr"
+    #: ManoMano's three invoice options: email_at_shipment (the invoice, and each credit
+    #: note, emailed when issued), on_request (numbered and archived, emailed only when asked),
+    #: mandate (ManoMano invoices on the seller's behalf: the notifier issues nothing).
+    invoice_mode: Literal["email_at_shipment", "on_request", "mandate"] = "email_at_shipment"
     invoice_prefix: str = Field(default="FA", pattern=r"^[A-Z0-9-]{0,10}$")
+    #: Credit notes are numbered in a series of their own: AV2026-000001.
+    credit_note_prefix: str = Field(default="AV", pattern=r"^[A-Z0-9-]{0,10}$")
     #: Fulfillment orders (shipped by ManoMano) get an invoice too unless this is false.
     invoice_fulfillment_orders: bool = True
     seller_legal_name: str = "Votre Société SAS"
@@ -79,6 +85,15 @@ class NotifierSettings(ServiceSettings):
     ) -> dict[str, Decimal | dict[str, Decimal]]:
         checked_rates(value)
         return value
+
+    @model_validator(mode="after")
+    def _series_apart(self) -> NotifierSettings:
+        if self.invoice_prefix == self.credit_note_prefix:
+            raise ValueError(
+                "INVOICE_PREFIX and CREDIT_NOTE_PREFIX must differ: invoices and credit notes"
+                " are numbered in series of their own"
+            )
+        return self
 
     def vat_policy(self) -> VatPolicy:
         default: Decimal | str | None = self.vat_default_rate

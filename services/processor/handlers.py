@@ -33,6 +33,7 @@ from shared.contracts import (
     OrderCommand,
     OrderLinkRequested,
     OrderRef,
+    OrderRefunded,
     OrderShipped,
     OrderSnapshot,
     OrderStatusChanged,
@@ -162,6 +163,8 @@ def _observe(
             )
             if ships:
                 emit(EventType.ORDER_SHIPPED, shipment_of(snapshot))
+            if outcome.announces_refund:
+                emit(EventType.ORDER_REFUNDED, refund_of(snapshot))
             TRANSITIONS.labels(kind).inc()
             bound.info(
                 "order.status_changed",
@@ -237,6 +240,16 @@ def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:
         tracking_number=tracking.number if tracking else None,
         tracking_url=tracking.url if tracking else None,
         is_delivered_by_marketplace=snapshot.is_delivered_by_marketplace,
+    )
+
+
+def refund_of(snapshot: OrderSnapshot) -> OrderRefunded:
+    """The ``order.refunded`` payload: the order as it stands once refunded, with Lengow's
+    refunded amounts per line, so that the notifier can credit it without asking."""
+    return OrderRefunded(
+        **shipment_of(snapshot).model_dump(),
+        refund_status=snapshot.lengow_status,
+        refunded_at=snapshot.updated_at,
     )
 
 

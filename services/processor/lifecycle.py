@@ -60,6 +60,9 @@ SHIPMENT_STATUSES = frozenset({S.SHIPPED, S.CLOSED})
 SHIPPED_OR_LATER = frozenset(
     {S.SHIPPED, S.CLOSED, S.TO_REFUND, S.REFUNDING, S.PARTIAL_REFUNDED, S.REFUNDED}
 )
+#: Reaching one of these means money went back to the customer: a credit note is due for an
+#: order whose shipment (hence invoice) was announced.
+REFUND_STATUSES = frozenset({S.PARTIAL_REFUNDED, S.REFUNDED})
 
 
 @cache
@@ -121,6 +124,12 @@ class StatusMoved:
     from_status: LengowStatus | None
     kind: TransitionKind
     announces_shipment: bool
+
+    @property
+    def announces_refund(self) -> bool:
+        """Each move into a refund status of an order announced as shipped: the notifier
+        credits what its earlier credit notes did not."""
+        return self.state.status in REFUND_STATUSES and self.state.shipment_announced
 
 
 @dataclass(frozen=True)

@@ -25,20 +25,12 @@ from aiohttp import web
 
 from sandbox.marketplace import Marketplace, now
 from sandbox.server import SandboxState, base_url, create_sandbox, sandbox_state, serve
+from shared.topology import CONSUMERS
 from tests.conftest import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = (
-    "processor.order-changed",
-    "processor.commands",
-    "notifier.order-shipped",
-    "poller.action-requested",
-    "poller.order-recorded",
-    "poller.order-linked",
-    "processor.marketplace-rules",
-    "processor.action-failed",
-    "poller.sync",
-)
+#: Every queue of the pipeline (each has its dead-letter queue beside it).
+QUEUES = tuple(CONSUMERS)
 MODULES = {
     "processor": "services.processor",
     "notifier": "services.notifier",
@@ -202,9 +194,9 @@ class Pipeline:
                 "SELECT marketplace_order_id, lengow_status, source_updated_at,"
                 " shipment_announced FROM processor.orders"
             )
-            invoices = await conn.fetch(
-                "SELECT marketplace_order_id, sequence, email_status, message_id, last_error"
-                " FROM notifier.invoices"
+            documents = await conn.fetch(
+                "SELECT marketplace_order_id, kind, sequence, email_status, message_id,"
+                " last_error FROM notifier.invoices"
             )
             unsent = 0
             for schema in ("processor", "notifier", "poller"):
@@ -212,14 +204,22 @@ class Pipeline:
                     f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
                 )
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            return {"orders": {}, "announced": set(), "invoices": [], "unsent": -1, "updated": {}}
+            return {
+                "orders": {},
+                "announced": set(),
+                "invoices": [],
+                "credit_notes": [],
+                "unsent": -1,
+                "updated": {},
+            }
         finally:
             await conn.close()
         return {
             "orders": {r["marketplace_order_id"]: r["lengow_status"] for r in orders},
             "updated": {r["marketplace_order_id"]: r["source_updated_at"] for r in orders},
             "announced": {r["marketplace_order_id"] for r in orders if r["shipment_announced"]},
-            "invoices": [dict(r) for r in invoices],
+            "invoices": [dict(r) for r in documents if r["kind"] == "invoice"],
+            "credit_notes": [dict(r) for r in documents if r["kind"] == "credit_note"],
             "unsent": unsent,
         }
 
@@ -242,7 +242,17 @@ class Pipeline:
                 for i in state["invoices"]
                 if i["email_status"] in ("sent", "failed")
             }
-            if state["orders"] == truth and state["announced"] <= settled and state["unsent"] == 0:
+            credited = {
+                c["marketplace_order_id"]
+                for c in state["credit_notes"]
+                if c["email_status"] in ("sent", "failed")
+            }
+            if (
+                state["orders"] == truth
+                and state["announced"] <= settled
+                and self.refunded(state, truth) <= credited
+                and state["unsent"] == 0
+            ):
                 return state
             await asyncio.sleep(1)
         truth = {o.id: o.status for o in self.sandbox.marketplace.orders.values()}
@@ -255,6 +265,11 @@ class Pipeline:
             f"no convergence after {limit:g} s: {len(differing)} orders differ"
             f" (e.g. {list(differing.items())[:5]}), outbox unsent {state.get('unsent')}"
         )
+
+    @staticmethod
+    def refunded(state: dict[str, Any], truth: dict[str, str]) -> set[str]:
+        """The invoiced orders the marketplace refunded: each is owed one credit note."""
+        return {order for order in state["announced"] if truth.get(order) == "refunded"}
 
     async def wait_for_orders(self, status: str, count: int, within: float = 120) -> list[str]:
         """Ids of ``count`` orders the processor holds in ``status`` (as the sandbox does)."""
@@ -312,6 +327,8 @@ class Pipeline:
         assert sorted(i["sequence"] for i in invoices) == list(range(1, len(invoices) + 1))
         per_order: dict[str, list[str]] = {}
         for message in self.sink.messages():
+            if message["X-Document-Kind"] == "credit_note":
+                continue
             per_order.setdefault(message["X-Marketplace-Order-Id"], []).append(
                 message["Message-ID"]
             )
@@ -328,6 +345,24 @@ class Pipeline:
         copies = Counter(len(ids) for ids in per_order.values())
         assert max(copies, default=1) <= 2, copies
         return copies
+
+    def check_credit_notes(self, state: dict[str, Any]) -> int:
+        """One credit note per refunded invoiced order, in a gapless series of its own, each
+        emailed with one Message-ID and at most two copies. Returns how many there are."""
+        truth = {o.id: o.status for o in self.sandbox.marketplace.orders.values()}
+        notes = state["credit_notes"]
+        assert sorted(c["marketplace_order_id"] for c in notes) == sorted(
+            self.refunded(state, truth)
+        )
+        assert sorted(c["sequence"] for c in notes) == list(range(1, len(notes) + 1))
+        emailed = Counter(
+            message["Message-ID"]
+            for message in self.sink.messages()
+            if message["X-Document-Kind"] == "credit_note"
+        )
+        assert set(emailed) <= {c["message_id"] for c in notes}
+        assert max(emailed.values(), default=1) <= 2, emailed
+        return len(notes)
 
     def check_ordering(self, state: dict[str, Any]) -> None:
         """No older snapshot overwrote a newer one: stored times are the marketplace's."""

@@ -126,6 +126,7 @@ async def check_and_report(
     """Converge, check, and report the counts (``later``: those read once converged)."""
     state = await pipeline.converge(CONVERGE_SECONDS)
     copies = pipeline.check_invoices(state)
+    credit_notes = pipeline.check_credit_notes(state)
     pipeline.check_ordering(state)
     dead = await pipeline.dead_letters()
     report(
@@ -133,6 +134,7 @@ async def check_and_report(
         copies,
         orders=len(state["orders"]),
         invoices=len(state["invoices"]),
+        credit_notes=credit_notes,
         dead_letters=sum(dead.values()),
         **counts,
         **(later() if later else {}),

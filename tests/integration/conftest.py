@@ -184,7 +184,12 @@ async def poller_factory(
 
 # --- Notifier -----------------------------------------------------------------------------
 
-NOTIFIER_QUEUES = ("notifier.order-shipped", "notifier.order-shipped.dlq")
+NOTIFIER_QUEUES = (
+    "notifier.order-shipped",
+    "notifier.order-shipped.dlq",
+    "notifier.order-refunded",
+    "notifier.order-refunded.dlq",
+)
 
 
 def notifier_settings(

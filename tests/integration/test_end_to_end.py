@@ -114,14 +114,24 @@ async def test_every_shipped_order_gets_exactly_one_invoice_email(
     )
     announced = await db.fetchval("SELECT count(*) FROM orders WHERE shipment_announced")
     assert announced == len(shipped)
+    refunded = sorted(
+        order_id
+        for order_id in shipped
+        if sandbox.marketplace.orders[order_id].status == "refunded"
+    )
+    expected = len(shipped) + len(refunded)  # an invoice each, and a credit note per refund
     for _ in range(300):
-        if len(smtp_sink.messages()) >= len(shipped):
+        if len(smtp_sink.messages()) >= expected:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.0)  # a second email, were one coming, would be here by now
-    mails = smtp_sink.messages()
+    everything = smtp_sink.messages()
+    mails = [m for m in everything if m["X-Document-Kind"] == "invoice"]
     assert sorted(m["X-Marketplace-Order-Id"] for m in mails) == shipped
     assert len({m["Message-ID"] for m in mails}) == len(shipped)
+    credit_notes = [m for m in everything if m["X-Document-Kind"] == "credit_note"]
+    assert sorted(m["X-Marketplace-Order-Id"] for m in credit_notes) == refunded
+    assert len(everything) == expected
 
 
 async def test_commands_drive_an_order_from_acceptance_to_its_invoice(

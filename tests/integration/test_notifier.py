@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from email.message import EmailMessage, Message
 
 import asyncpg
@@ -15,6 +16,7 @@ from pypdf import PdfReader
 from services.notifier.app import Notifier
 from services.notifier.archive import fetch_invoice
 from shared.contracts import OrderRef, OrderShipped
+from shared.database import register_json_codecs
 from tests.bus import dead_letters, publish, recording
 from tests.conftest import SmtpSink
 from tests.factories import encode, envelope, order_shipped
@@ -262,9 +264,10 @@ async def test_invoice_numbered_by_a_worker_that_died_is_archived_then_sent(
     notifier = await notifier_factory()
     shipment = OrderShipped.model_validate(order_shipped())
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    await register_json_codecs(conn)  # as the notifier's own connections do
     try:
         # What the dead worker left behind: the number given, nothing archived or sent.
-        numbered = await notifier.service._number(conn, shipment, "a worker that died")
+        numbered = await notifier.service._number_invoice(conn, shipment, "a worker that died")
         assert await conn.fetchval("SELECT pdf FROM invoices") is None
         # ... and its claim, which expires after the lease.
         await conn.execute("UPDATE invoices SET claimed_until = now() - interval '1 second'")
@@ -392,8 +395,9 @@ async def test_the_claim_on_an_invoice_survives_the_loss_of_its_database_session
     notifier = await notifier_factory(smtp_in_doubt_pause_seconds=0)
     shipment = OrderShipped.model_validate(order_shipped())
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    await register_json_codecs(conn)  # as the notifier's own connections do
     # A worker numbered the invoice, started its SMTP call, and lost its session.
-    await notifier.service._number(conn, shipment, "a worker mid-call")
+    await notifier.service._number_invoice(conn, shipment, "a worker mid-call")
     await conn.execute("UPDATE invoices SET email_status = 'sending'")
     await conn.close()
 
@@ -401,6 +405,7 @@ async def test_the_claim_on_an_invoice_survives_the_loss_of_its_database_session
     await asyncio.sleep(2.0)
     assert smtp_sink.messages() == []
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
+    await register_json_codecs(conn)  # as the notifier's own connections do
     try:
         await conn.execute("UPDATE invoices SET claimed_until = now() - interval '1 second'")
     finally:
@@ -466,3 +471,116 @@ async def test_an_order_whose_parts_do_not_add_up_gets_no_invoice(
     assert "no exchange rate" in events.of_type("invoice.held")[0]["data"]["reason"]
     assert await invoices(database_url) == []
     assert smtp_sink.messages() == []
+
+
+async def publish_refunded(amqp_url: str, message: dict[str, object]) -> None:
+    await publish(amqp_url, "orders.events", "order.refunded", encode(message))
+
+
+def refunded(status: str, minute: int, **amounts: str) -> dict[str, object]:
+    """``order.refunded`` for :func:`order_shipped`'s order, refunded at ``minute``."""
+    data = order_shipped()
+    data["lines"] = [
+        {**line, "refunded_amount": amounts.get(line["marketplace_order_line_id"])}
+        for line in data["lines"]  # type: ignore[attr-defined]
+    ]
+    data["refund_status"] = status
+    data["refunded_at"] = f"2026-12-01T10:{minute:02d}:00+00:00"
+    return data
+
+
+async def documents(database_url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetch(
+            "SELECT kind, invoice_number, refers_to, total_incl, email_status, sequence"
+            " FROM notifier.invoices ORDER BY kind DESC, sequence"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_each_refund_gets_one_credit_note_referring_to_the_invoice(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    await notifier_factory()
+    line = f"{order_shipped()['marketplace_order_id']}-2"
+    async with recording(amqp_url, "orders.events", "credit_note.*") as events:
+        await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+        await wait_for_mails(smtp_sink, 1)
+        partial = envelope(refunded("partial_refunded", 1, **{line: "10.00"}), "order.refunded")
+        for _ in range(2):  # a refund announced twice is credited once
+            await publish_refunded(amqp_url, partial)
+        await events.wait_for(lambda r: len(r.of_type("credit_note.sent")) == 1)
+        whole = envelope(refunded("refunded", 2, **{line: "20.00"}), "order.refunded")
+        await publish_refunded(amqp_url, whole)
+        await events.wait_for(lambda r: len(r.of_type("credit_note.sent")) == 2)
+        await asyncio.sleep(1)
+    mails = smtp_sink.messages()
+    assert [m["X-Document-Kind"] for m in mails] == ["invoice", "credit_note", "credit_note"]
+    rows = await documents(database_url)
+    invoice, first, second = rows
+    assert invoice["kind"] == "invoice"
+    year = invoice["invoice_number"][2:6]
+    assert [r["invoice_number"] for r in (first, second)] == [
+        f"AV{year}-000001",
+        f"AV{year}-000002",
+    ]
+    assert {r["refers_to"] for r in (first, second)} == {invoice["invoice_number"]}
+    # Together the credit notes give back what the customer paid, to the cent.
+    assert (first["total_incl"], second["total_incl"]) == (Decimal("-10.00"), Decimal("-149.80"))
+    assert first["total_incl"] + second["total_incl"] == -invoice["total_incl"]
+    _, text = pdf_of(mails[1])
+    assert "AVOIR" in text and invoice["invoice_number"] in text and "-10,00" in text
+    assert "avoir" in mails[1]["Subject"]
+    sent = [e["data"] for e in events.of_type("credit_note.sent")]
+    assert [s["invoice_number"] for s in sent] == [invoice["invoice_number"]] * 2
+
+
+async def test_a_refund_that_arrives_before_its_invoice_waits_for_it(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    await notifier_factory(retry_delay=0.2)
+    async with recording(amqp_url, "orders.events", "credit_note.*") as events:
+        await publish_refunded(amqp_url, envelope(refunded("refunded", 1), "order.refunded"))
+        await asyncio.sleep(1)
+        assert smtp_sink.messages() == []  # no invoice yet: nothing to credit
+        await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+        await events.wait_for(lambda r: len(r.of_type("credit_note.sent")) == 1)
+    kinds = sorted(r["kind"] for r in await documents(database_url))
+    assert kinds == ["credit_note", "invoice"]
+    assert await dead_letters(amqp_url, "notifier.order-refunded.dlq") == []
+
+
+async def test_on_request_invoices_are_numbered_and_archived_not_emailed(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    notifier = await notifier_factory(invoice_mode="on_request")
+    for _ in range(2):  # announced twice: archived once, never emailed
+        await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    for _ in range(50):
+        rows = await invoices(database_url)
+        if rows and rows[0]["email_status"] == "archived":
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    [row] = await invoices(database_url)
+    assert (row["email_status"], row["sequence"]) == ("archived", 1)
+    archived = await fetch_invoice(
+        notifier.settings, OrderRef(marketplace="manomano_fr", marketplace_order_id="M250112345678")
+    )
+    assert archived is not None and archived.startswith(b"%PDF")
+    assert smtp_sink.messages() == []
+
+
+async def test_under_mandate_the_notifier_issues_nothing(
+    amqp_url: str, database_url: str, smtp_sink: SmtpSink, notifier_factory: StartNotifier
+) -> None:
+    await notifier_factory(invoice_mode="mandate")
+    await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
+    await publish_refunded(amqp_url, envelope(refunded("refunded", 1), "order.refunded"))
+    await asyncio.sleep(2)
+    assert await documents(database_url) == []
+    assert smtp_sink.messages() == []
+    for queue in ("notifier.order-shipped", "notifier.order-refunded"):
+        assert await dead_letters(amqp_url, f"{queue}.dlq") == []

@@ -184,3 +184,27 @@ def test_shipment_is_announced_at_most_once(seen: list[Observation]) -> None:
     assert announced <= 1
     if state is not None and state.status in lifecycle.SHIPMENT_STATUSES:
         assert state.shipment_announced
+
+
+def test_a_refund_of_an_announced_order_is_announced_each_time() -> None:
+    shipped = OrderState(S.SHIPPED, at(0), 3, True)
+    partial = observe(shipped, Observation(S.PARTIAL_REFUNDED, at(1)))
+    assert isinstance(partial, StatusMoved) and partial.announces_refund
+    again = observe(partial.state, Observation(S.REFUNDING, at(2)))
+    assert isinstance(again, StatusMoved) and not again.announces_refund
+    whole = observe(again.state, Observation(S.REFUNDED, at(3)))
+    assert isinstance(whole, StatusMoved) and whole.announces_refund
+
+
+def test_a_refund_of_an_order_never_invoiced_here_is_not_announced() -> None:
+    first = observe(None, Observation(S.REFUNDING, at(0)))
+    assert isinstance(first, StatusMoved)
+    refunded = observe(first.state, Observation(S.REFUNDED, at(1)))
+    assert isinstance(refunded, StatusMoved) and not refunded.announces_refund
+
+
+def test_a_refund_seen_with_its_shipment_announces_both() -> None:
+    waiting = OrderState(S.WAITING_SHIPMENT, at(0), 2, False)
+    outcome = observe(waiting, Observation(S.REFUNDED, at(9)))
+    assert isinstance(outcome, StatusMoved)
+    assert outcome.announces_shipment and outcome.announces_refund
