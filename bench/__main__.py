@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import tempfile
+from pathlib import Path
 
-from bench import pipeline, reference
+from bench import feeds, pipeline, reference
 from bench.harness import ALL_QUEUES, delete_queues, describe, fresh_database, servers
 
 
@@ -107,6 +109,17 @@ async def main(amqp_url: str, postgres_url: str) -> None:
     for orders, peaks in memory.items():
         line(f"  {orders:,} orders", ", ".join(f"{k} {v:.0f} MiB" for k, v in peaks.items()))
     await delete_queues(amqp_url, *ALL_QUEUES)
+
+    print("\n6. ordersctl feeds check (two CSV feeds of N products each)")
+    with tempfile.TemporaryDirectory() as folder:
+        for products in (20_000, 200_000):
+            result = await feeds.feeds_check(Path(folder), products)
+            check, bare = result["check"], result["reference"]
+            line(
+                f"  {products:,} + {products:,} products, {check['problems']} problems",
+                f"{check['seconds']:.2f} s, ratio {check['seconds'] / bare['seconds']:.1f} to"
+                f" csv.reader alone ({bare['seconds']:.2f} s); peak {check['peak_mib']:.0f} MiB",
+            )
 
 
 if __name__ == "__main__":

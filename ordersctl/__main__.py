@@ -1,3 +1,3 @@
-from ordersctl.cli import app
+from ordersctl.cli import cli
 
-app()
+cli()

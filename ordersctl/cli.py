@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Coroutine
+from dataclasses import asdict
 from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -19,6 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ordersctl.feeds import FeedCheck
 from shared.command_client import NoAnswerError, publish_command, send_command
 from shared.contracts import CommandType, EventType
 from shared.database import register_json_codecs
@@ -30,6 +34,10 @@ T = TypeVar("T")
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 dlq = typer.Typer(help="Dead-letter queues: what was refused, and replaying it.")
 app.add_typer(dlq, name="dlq")
+invoice = typer.Typer(help="Invoices, through the notifier: release a held one, send, resend.")
+app.add_typer(invoice, name="invoice")
+feeds = typer.Typer(help="The catalogue feeds sent through Lengow (Standard and Fulfillment).")
+app.add_typer(feeds, name="feeds")
 console = Console()
 errors = Console(stderr=True)
 
@@ -115,8 +123,10 @@ def _command(type_: CommandType, order_id: str, command_id: str | None, **fields
         )
         raise
     accepted = answer.type == EventType.COMMAND_ACCEPTED
+    number = answer.data.get("invoice_number")
+    detail = f", invoice {number}: email {answer.data.get('email_status')}" if number else ""
     text = (
-        f"[green]accepted[/green]: {type_} {order_id} (command {data['command_id']})"
+        f"[green]accepted[/green]: {type_} {order_id} (command {data['command_id']}{detail})"
         if accepted
         else f"[red]rejected[/red]: {answer.data.get('reason')}"
     )
@@ -127,6 +137,51 @@ def _command(type_: CommandType, order_id: str, command_id: str | None, **fields
 CommandId = Annotated[
     str | None, typer.Option(help="Idempotency key; the same key is answered the same way.")
 ]
+
+
+@feeds.command("check")
+def feeds_check(
+    standard: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Standard feed.")],
+    fulfillment: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="Fulfillment feed.")
+    ],
+) -> None:
+    """Every product of the Fulfillment feed fills its nine mandatory attributes, and none is
+    in both feeds (CSV, XML or JSON, read from the content). Exit code 1 on any problem."""
+    check = FeedCheck(standard, fulfillment)
+    if state.as_json:
+        problems = [asdict(problem) for problem in check.problems()]
+        summary = {"products": check.products, "problems": len(problems)}
+        console.print_json(json.dumps({"problems": problems, "summary": summary}))
+    else:
+        for problem in check.problems():
+            where = f"{problem.feed} line {problem.line}"
+            product = problem.sku or "(no SKU)"
+            attribute = f" {problem.attribute}:" if problem.attribute else ""
+            console.print(f"{where}, {product}:{attribute} {problem.message}", markup=False)
+        console.print(
+            f"{check.products['standard']} standard and {check.products['fulfillment']}"
+            f" fulfillment products, {check.problem_count} problems"
+        )
+    raise typer.Exit(ExitCode.REFUSED if check.problem_count else ExitCode.OK)
+
+
+@invoice.command("release")
+def invoice_release(order_id: str, command_id: CommandId = None) -> None:
+    """Issue a held invoice, once its data or the settings allow it (then its credit notes)."""
+    _command(CommandType.INVOICE_RELEASE, order_id, command_id)
+
+
+@invoice.command("send")
+def invoice_send(order_id: str, command_id: CommandId = None) -> None:
+    """Email an invoice kept on request (INVOICE_MODE=on_request), once."""
+    _command(CommandType.INVOICE_SEND, order_id, command_id)
+
+
+@invoice.command("resend")
+def invoice_resend(order_id: str, command_id: CommandId = None) -> None:
+    """Email the archived invoice again: the same number and PDF."""
+    _command(CommandType.INVOICE_RESEND, order_id, command_id)
 
 
 @app.command()
@@ -341,13 +396,41 @@ async def _show(order_id: str) -> dict[str, Any] | None:
         await conn.close()
 
 
+#: Columns a person copies to act on: never cut, whatever the terminal's width.
+IDENTIFIERS = frozenset(
+    {
+        "marketplace_order_id",
+        "command_id",
+        "invoice_number",
+        "credit_note",
+        "refers_to",
+        "message_id",
+        "merchant_order_id",
+        "refund",
+    }
+)
+
+
 def _table(title: str, rows: list[dict[str, Any]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in rows[0] if rows else ["(none)"]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*("" if value is None else str(value) for value in row.values()))
+    cells = [["" if value is None else str(value) for value in row.values()] for row in rows]
+    for index, column in enumerate(rows[0] if rows else ["(none)"]):
+        if column in IDENTIFIERS:
+            widest = max((len(row[index]) for row in cells), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+        else:  # other text wraps rather than ending in an ellipsis
+            table.add_column(column, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     return table
+
+
+def cli() -> None:
+    """``ordersctl``: ``--json`` is read wherever it is given, before or after the command."""
+    arguments = sys.argv[1:]
+    if "--json" in arguments[1:] and "--" not in arguments:
+        arguments = ["--json", *(a for a in arguments if a != "--json")]
+    app(args=arguments, prog_name="ordersctl")
 
 
 @app.command()

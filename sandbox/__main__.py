@@ -11,11 +11,17 @@ from datetime import timedelta
 from sandbox.marketplace import Marketplace, now
 from sandbox.server import base_url, create_sandbox, sandbox_state, serve
 
+#: Orders waiting for acceptance that only the reader's commands move (README, quick start).
+DEMO_ORDERS = ("M0000000000001", "M0000000000002", "M0000000000003")
+
 
 async def main(args: argparse.Namespace) -> None:
     marketplace = Marketplace(seed=args.seed, action_delay=timedelta(seconds=args.action_delay))
     app = create_sandbox(marketplace=marketplace)
     start = now()
+    for demo_id in DEMO_ORDERS:  # the README's quick start acts on these; life leaves them be
+        marketplace.create_order(at=start - timedelta(minutes=args.orders + 1), order_id=demo_id)
+        marketplace.left_alone.add(demo_id)
     for index in range(args.orders):
         marketplace.create_order(
             at=start - timedelta(minutes=args.orders - index),

@@ -332,6 +332,8 @@ class Marketplace:
         # is created or moves, both through _set_status (a 100,000-order catch-up would
         # otherwise be quadratic here).
         self._revision = 0
+        #: Orders life never moves (only actions do): the demo's, named in the README.
+        self.left_alone: set[str] = set()
         self._last_query: tuple[tuple[Any, ...], list[SimOrder]] | None = None
 
     # --- Orders --------------------------------------------------------------------------
@@ -558,6 +560,8 @@ class Marketplace:
         }
         moved = 0
         for order in list(self.orders.values()):
+            if order.id in self.left_alone:
+                continue
             options = nexts.get(order.status)
             if options and self.random.random() < share:
                 target = self.random.choice(options)

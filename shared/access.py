@@ -70,6 +70,8 @@ EMITS: dict[str, tuple[EventType, ...]] = {
         EventType.INVOICE_HELD,
         EventType.CREDIT_NOTE_SENT,
         EventType.CREDIT_NOTE_FAILED,
+        EventType.COMMAND_ACCEPTED,
+        EventType.COMMAND_REJECTED,
     ),
 }
 
@@ -106,7 +108,7 @@ def broker_grants() -> list[BrokerGrant]:
     grants = []
     for service in SERVICES:
         publishes = [EVENTS.name, DEAD_LETTERS.name]
-        if service == "processor":
+        if service in ("processor", "notifier"):
             publishes.append("amq.default")  # replies to a caller's queue
         events = _exactly([event.value for event in EMITS[service]])
         grants.append(
@@ -124,7 +126,7 @@ def broker_grants() -> list[BrokerGrant]:
             configure=r"^amq\.gen-.*$",
             write=_exactly([COMMANDS.name]),
             read=r"^(amq\.gen-.*|.*\.dlq)$",
-            topics={COMMANDS.name: (r"^(order\..+|poller\.sync)$", NOTHING)},
+            topics={COMMANDS.name: (r"^(order\..+|invoice\..+|poller\.sync)$", NOTHING)},
         )
     )
     return grants

@@ -73,6 +73,9 @@ class CommandType(StrEnum):
     REFUND = "order.refund"
     LINK = "order.link"
     SYNC = "poller.sync"
+    INVOICE_RELEASE = "invoice.release"
+    INVOICE_SEND = "invoice.send"
+    INVOICE_RESEND = "invoice.resend"
 
 
 class Payload(BaseModel):
@@ -275,12 +278,27 @@ class LinkOrder(OrderCommand):
     merchant_order_id: str = Field(min_length=1, max_length=100, pattern=_NOT_BLANK)
 
 
+class ReleaseInvoice(OrderCommand):
+    """``invoice.release``: issue a held invoice once its data or the settings allow it."""
+
+
+class SendInvoice(OrderCommand):
+    """``invoice.send``: email an invoice kept on request (``INVOICE_MODE=on_request``)."""
+
+
+class ResendInvoice(OrderCommand):
+    """``invoice.resend``: email the archived invoice again, same number, same PDF."""
+
+
 COMMAND_MODELS: dict[str, type[OrderCommand]] = {
     CommandType.ACCEPT: AcceptOrder,
     CommandType.REFUSE: RefuseOrder,
     CommandType.SHIP: ShipOrder,
     CommandType.REFUND: RefundOrder,
     CommandType.LINK: LinkOrder,
+    CommandType.INVOICE_RELEASE: ReleaseInvoice,
+    CommandType.INVOICE_SEND: SendInvoice,
+    CommandType.INVOICE_RESEND: ResendInvoice,
 }
 
 
@@ -301,6 +319,13 @@ class CommandAccepted(OrderRef):
     command_type: CommandType
     #: True when the same command_id was seen before: this repeats the first answer.
     duplicate: bool = False
+
+
+class InvoiceCommandAccepted(CommandAccepted):
+    """The notifier did what was asked: the invoice's number and its email's status."""
+
+    invoice_number: str
+    email_status: str
 
 
 class CommandRejected(Payload):

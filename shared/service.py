@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import uvloop
@@ -15,6 +15,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel
 
 from shared.amqp import AmqpPublisher
+from shared.command_intake import ReceivedCommand, read_command
 from shared.consumers import QueueConsumer, SubscriberSettler
 from shared.contracts import Envelope
 from shared.messaging import OutboxRelay
@@ -109,21 +110,29 @@ def envelope_subscriber(
     it by the one rule of :mod:`shared.settlement` (answers go through the outbox, never as a
     framework reply). The caller stops the returned settler when the service stops."""
     consumer = SubscriberSettler(publisher, queue, backoff=backoff)
-    exchange, _, _ = CONSUMERS[queue.name]
 
-    @broker.subscriber(
-        queue,
-        exchange,
-        ack_policy=AckPolicy.MANUAL,
-        no_reply=True,
-        decoder=raw_body,
-        title=queue.name,
-        description=description,
-    )
+    @settled_subscriber(broker, queue, description)
     async def on_message(message: RabbitMessage) -> None:
         await consumer.run(message, model, handler)
 
     return consumer
+
+
+def settled_subscriber(
+    broker: RabbitBroker, queue: RabbitQueue, description: str
+) -> Callable[[Callable[[RabbitMessage], Awaitable[None]]], Any]:
+    """FastStream's subscriber of one of the pipeline's queues, on its exchange, for a handler
+    that settles each delivery itself (manual acks, the raw body, no framework reply)."""
+    exchange, _, _ = CONSUMERS[queue.name]
+    return broker.subscriber(
+        queue,
+        exchange,
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,  # answers go through the outbox, never as a framework reply
+        decoder=raw_body,
+        title=queue.name,
+        description=description,
+    )
 
 
 async def raw_body(message: RabbitMessage) -> bytes:
@@ -140,6 +149,34 @@ class Runtime(Protocol):
     async def started(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+def command_subscriber(
+    broker: RabbitBroker,
+    publisher: AmqpPublisher,
+    queue: RabbitQueue,
+    handler: Callable[[ReceivedCommand], Awaitable[None]],
+    *,
+    backoff: RedeliveryBackoff,
+    description: str,
+) -> SubscriberSettler:
+    """A FastStream subscriber of a command queue: each delivery read at the entry point
+    (:func:`shared.command_intake.read_command`, with who sent it and where to answer) and
+    settled by the one rule; answers go through the outbox. The caller stops the settler."""
+    consumer = SubscriberSettler(publisher, queue, backoff=backoff)
+
+    @settled_subscriber(broker, queue, description)
+    async def on_command(message: RabbitMessage) -> None:
+        raw = message.raw_message
+
+        async def handle(delivery: RabbitMessage) -> None:
+            await handler(
+                read_command(delivery.body, raw.reply_to, raw.correlation_id, raw.user_id)
+            )
+
+        await consumer.run_raw(message, handle)
+
+    return consumer
 
 
 def service_app(service: str, runtime: Runtime) -> FastStream:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.access import ORDERSCTL, broker_user
 from shared.retention import RetentionRule, messaging_rules
 from shared.settlement import RedeliveryBackoff
 
@@ -29,6 +30,11 @@ class ServiceSettings(BaseSettings):
     retry_delay: float = Field(default=1.0, ge=0)
     retry_delay_max: float = Field(default=300.0, ge=0)
     prefetch_count: int = Field(default=64, gt=0)
+    #: Broker users allowed to send each command type (``*``: every type not named), for the
+    #: services that obey commands (the processor, the notifier).
+    command_senders: dict[str, list[str]] = Field(
+        default_factory=lambda: {"*": [broker_user(ORDERSCTL), "guest"]}
+    )
     #: Seconds a publish waits for the broker's confirms before it fails (and is sent again).
     publish_confirm_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between two rounds of the retention rules (shared/retention.py).

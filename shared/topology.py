@@ -30,6 +30,7 @@ CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
     "processor.commands": (COMMANDS, "order.*", 20),
     "notifier.order-shipped": (EVENTS, "order.shipped", 200),
     "notifier.order-refunded": (EVENTS, "order.refunded", 200),
+    "notifier.commands": (COMMANDS, "invoice.*", 20),
     "poller.action-requested": (EVENTS, "order.action_requested", 20),
     "poller.sync": (COMMANDS, "poller.sync", 20),
     "poller.order-recorded": (EVENTS, "order.status_changed", 20),

@@ -6,9 +6,11 @@ import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
+from services.notifier.commands import InvoiceCommandHandler
 from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
+from services.notifier.repository import NotifierUnitOfWork
 from services.notifier.settings import NotifierSettings
 from shared.access import EMITS
 from shared.consumers import ConcurrentConsumer
@@ -18,6 +20,7 @@ from shared.logging import configure_logging, get_logger
 from shared.messaging import OutboxRelay
 from shared.retention import Pruner
 from shared.service import (
+    command_subscriber,
     envelope_subscriber,
     outbox_relay,
     service_app,
@@ -45,6 +48,8 @@ class Notifier:
         document_events(self.broker, *EMITS["notifier"])
         self.order_shipped_queue = consumer_queue("notifier.order-shipped")
         self.order_refunded_queue = consumer_queue("notifier.order-refunded")
+        self.commands_queue = consumer_queue("notifier.commands")
+        self._commands: InvoiceCommandHandler | None = None
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._pruner: Pruner | None = None
@@ -71,6 +76,15 @@ class Notifier:
             description="Issues a credit note for each refund of an invoiced order, and emails"
             " it, once per refund.",
         )
+        self.commands = command_subscriber(
+            self.broker,
+            self.publisher,
+            self.commands_queue,
+            lambda received: self.command_handler.handle(received),
+            backoff=settings.redelivery_backoff,
+            description="Obeys invoice.release, invoice.send and invoice.resend, each command_id"
+            " once, and answers command.accepted or command.rejected (also to reply_to).",
+        )
         self.ops = service_ops(
             "notifier",
             settings,
@@ -96,6 +110,12 @@ class Notifier:
         return self._service
 
     @property
+    def command_handler(self) -> InvoiceCommandHandler:
+        if self._commands is None:
+            raise RuntimeError("the notifier is not started")
+        return self._commands
+
+    @property
     def relay(self) -> OutboxRelay:
         if self._relay is None:
             raise RuntimeError("the notifier is not started")
@@ -119,6 +139,13 @@ class Notifier:
             self._relay.wake,
             self.mailer,
             InvoiceRenderer(self.settings.invoice_language),
+        )
+        relay = self._relay
+        pool = self._pool
+        self._commands = InvoiceCommandHandler(
+            self._service,
+            lambda: NotifierUnitOfWork(pool, relay.wake),
+            self.settings.command_senders,
         )
 
     async def started(self) -> None:
@@ -160,6 +187,7 @@ class Notifier:
         await self.ops.stop()
         await self.orders_shipped.stop()
         await self.refunds.stop()
+        await self.commands.stop()
         await self.mailer.close()
         if self._pruner is not None:
             await self._pruner.stop()

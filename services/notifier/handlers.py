@@ -11,9 +11,12 @@ locked, so two refunds of one order never credit the same amount twice.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -66,6 +69,10 @@ SETTLED_EMAIL_STATUSES = ("sent", "failed", "archived")
 
 class InvoiceBusyError(RetryLaterError):
     """Another worker is handling this document right now: try again later."""
+
+
+class CommandRefusedError(Exception):
+    """What a command asked cannot be done; the message says why, for the one who asked."""
 
 
 class InvoiceNotIssuedError(RetryLaterError):
@@ -140,7 +147,7 @@ class InvoiceService:
                 await self._hold(conn, envelope, reason)
                 return None
             try:
-                return await self._number_invoice(conn, shipment, worker)
+                return await self._number_invoice(conn, envelope, worker)
             except asyncpg.UniqueViolationError:
                 raise InvoiceBusyError(
                     f"invoice of {shipment.marketplace_order_id} is being numbered"
@@ -212,10 +219,11 @@ class InvoiceService:
         log.warning("invoice.held", reason=reason)
 
     async def _number_invoice(
-        self, conn: Connection, shipment: OrderShipped, worker: str
+        self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
     ) -> StoredInvoice:
         """Give the invoice its number, claimed by ``worker``: the sequence row stays locked
         only for this short transaction."""
+        shipment = envelope.data
         issued = self._clock()
         key = DocumentKey.invoice_of(shipment)
         async with self._unit_of_work(conn) as uow:
@@ -225,7 +233,7 @@ class InvoiceService:
             )
             number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
             invoice = self._invoice(shipment, number, issued.date())
-            stored = await self._add(uow, key, invoice, sequence, worker)
+            stored = await self._add(uow, key, invoice, sequence, worker, envelope)
         log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
         return stored
 
@@ -236,6 +244,7 @@ class InvoiceService:
         document: Invoice,
         sequence: int,
         worker: str,
+        source: Envelope[Any],
     ) -> StoredInvoice:
         message_id = message_id_for(document, self._mailer.domain)
         await uow.invoices.add(
@@ -248,6 +257,7 @@ class InvoiceService:
             message_id=message_id,
             claimed_by=worker,
             lease=self._lease,
+            source=source.model_dump(mode="json"),
         )
         return StoredInvoice(
             number=document.number,
@@ -284,6 +294,97 @@ class InvoiceService:
         await self.recheck_refunds()
         return released
 
+    # --- On request (ordersctl invoice ...) -----------------------------------------------
+
+    async def release(self, ref: OrderRef) -> StoredInvoice:
+        """Issue the order's held invoice now that it can be right (then credit its waiting
+        refunds); :class:`CommandRefusedError` says why not."""
+        async with self._pool.acquire() as conn:
+            issued = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
+            hold = await HoldRepository(conn).get(ref)
+        if issued is not None:
+            raise CommandRefusedError(
+                f"the invoice of {ref.marketplace_order_id} is already issued: {issued.number}"
+            )
+        if hold is None:
+            raise CommandRefusedError(f"no invoice of {ref.marketplace_order_id} is held")
+        envelope = Envelope[OrderShipped].model_validate(hold.shipment)
+        reason = self.hold_reason(envelope.data)
+        if reason is not None:
+            raise CommandRefusedError(f"the invoice is still held: {reason}")
+        await self.on_order_shipped(envelope)
+        async with self._pool.acquire() as conn:
+            await self._credit_waiting(conn, ref)
+        return await self._issued(ref)
+
+    async def send_requested(self, ref: OrderRef) -> StoredInvoice:
+        """Email an invoice kept on request, once."""
+        key = DocumentKey.invoice_of(ref)
+        async with self._pool.acquire() as conn:
+            stored = await self._issued(ref, conn)
+            if stored.email_status == "sent":
+                raise CommandRefusedError(
+                    f"{stored.number} was already emailed: `ordersctl invoice resend` sends it"
+                    " again"
+                )
+            if stored.email_status not in ("archived", "pending", "in_doubt"):
+                # pending or in doubt: an earlier request whose email is still to be done.
+                raise CommandRefusedError(
+                    f"{stored.number} is not kept on request (its email is {stored.email_status})"
+                )
+            envelope = await self._source(conn, key, stored)
+            await InvoiceRepository(conn).request_email(key)
+            worker = uuid.uuid4().hex
+            claimed = await InvoiceRepository(conn).claim(key, worker, self._lease)
+            if claimed is None:
+                raise InvoiceBusyError(f"{stored.number} is busy")
+            dispatch = replace(self._invoice_dispatch(envelope), emailed=True)
+            await self._sender.send(conn, dispatch, claimed, worker)
+        return await self._issued(ref)
+
+    async def resend(self, ref: OrderRef, command_id: str) -> StoredInvoice:
+        """Email the archived invoice again: the same number and PDF, a message of its own."""
+        key = DocumentKey.invoice_of(ref)
+        async with self._pool.acquire() as conn:
+            stored = await self._issued(ref, conn)
+            if stored.email_status not in SETTLED_EMAIL_STATUSES:
+                raise CommandRefusedError(
+                    f"{stored.number} is being emailed right now ({stored.email_status})"
+                )
+            envelope = await self._source(conn, key, stored)
+            pdf = await InvoiceRepository(conn).pdf(key)
+            if pdf is None:
+                raise CommandRefusedError(f"{stored.number} has no archived PDF")
+            await self._sender.resend(
+                self._invoice_dispatch(envelope),
+                stored,
+                pdf,
+                "resend-" + hashlib.sha256(command_id.encode()).hexdigest()[:16],
+            )
+            await InvoiceRepository(conn).record_resend(key)
+        return stored
+
+    async def _issued(self, ref: OrderRef, conn: Connection | None = None) -> StoredInvoice:
+        if conn is None:
+            async with self._pool.acquire() as fresh:
+                return await self._issued(ref, fresh)
+        stored = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
+        if stored is None:
+            raise CommandRefusedError(f"no invoice of {ref.marketplace_order_id} was issued")
+        return stored
+
+    @staticmethod
+    async def _source(
+        conn: Connection, key: DocumentKey, stored: StoredInvoice
+    ) -> Envelope[OrderShipped]:
+        source = await InvoiceRepository(conn).source(key)
+        if source is None:
+            raise CommandRefusedError(
+                f"{stored.number} was issued by an older version that did not keep its order's"
+                " data: `python -m services.notifier.archive` gives its PDF"
+            )
+        return Envelope[OrderShipped].model_validate(source)
+
     # --- Credit notes --------------------------------------------------------------------
 
     async def on_order_refunded(self, envelope: Envelope[OrderRefunded]) -> None:
@@ -294,6 +395,19 @@ class InvoiceService:
             async with self._unit_of_work(conn) as uow:
                 await uow.refunds.add(refund, refund_key(refund), envelope.model_dump(mode="json"))
             await self._credit_waiting(conn, refund)
+            await self._resume_credit(conn, envelope)
+
+    async def _resume_credit(self, conn: Connection, envelope: Envelope[OrderRefunded]) -> None:
+        """The refund's credit note, numbered by an earlier delivery whose email did not end
+        (SMTP away, in doubt, its worker dead): its email goes on, by the same rule."""
+        key = DocumentKey.credit_note_of(envelope.data, refund_key(envelope.data))
+        stored = await InvoiceRepository(conn).get(key)
+        if stored is None or stored.email_status in SETTLED_EMAIL_STATUSES:
+            return
+        worker = uuid.uuid4().hex
+        claimed = await self._claim(conn, key, stored, worker)
+        if claimed is not None:
+            await self._sender.send(conn, self._credit_dispatch(envelope, key), claimed, worker)
 
     async def recheck_refunds(self) -> None:
         """Credit every refund still waiting (its invoice was held, or its figures were)."""
@@ -408,7 +522,7 @@ class InvoiceService:
                 number, issued.date(), "", "pending", 0, None, refers_to=invoice.number
             )
             credit_note = self._credit_note(refund, numbered, lines)
-            stored = await self._add(uow, key, credit_note, sequence, worker)
+            stored = await self._add(uow, key, credit_note, sequence, worker, envelope)
             await uow.refunds.settle(refund, key.refund_key, "credited")
         log.info(
             "credit_note.issued",

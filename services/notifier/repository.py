@@ -158,15 +158,17 @@ class InvoiceRepository:
         message_id: str,
         claimed_by: str,
         lease: timedelta,
+        source: dict[str, Any],
     ) -> None:
         """The numbered document, claimed by the worker that numbers it, its PDF to be
-        archived by :meth:`set_status`."""
+        archived by :meth:`set_status`; ``source``: the event it answers."""
         await self._conn.execute(
             "INSERT INTO invoices (marketplace, marketplace_order_id, kind, refund_key, seller,"
             " year, sequence, invoice_number, issued_on, language, currency, total_incl,"
-            " recipient, message_id, email_status, claimed_by, claimed_until, refers_to, lines)"
+            " recipient, message_id, email_status, claimed_by, claimed_until, refers_to, lines,"
+            " source)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending',"
-            " $15, now() + $16::interval, $17, $18)",
+            " $15, now() + $16::interval, $17, $18, $19)",
             *key.params(),
             seller,
             document.issued_on.year,
@@ -182,6 +184,30 @@ class InvoiceRepository:
             lease,
             document.refers_to,
             [line.to_json() for line in document.lines],
+            source,
+        )
+
+    async def source(self, key: DocumentKey) -> dict[str, Any] | None:
+        """The event the document answers, kept to email it later."""
+        value: dict[str, Any] | None = await self._conn.fetchval(
+            "SELECT source FROM invoices" + _THE_DOCUMENT, *key.params()
+        )
+        return value
+
+    async def request_email(self, key: DocumentKey) -> bool:
+        """An archived document becomes due for its email; False when it was not archived."""
+        status: str | None = await self._conn.fetchval(
+            "UPDATE invoices SET email_status = 'pending'"
+            + _THE_DOCUMENT
+            + " AND email_status = 'archived' RETURNING email_status",
+            *key.params(),
+        )
+        return status is not None
+
+    async def record_resend(self, key: DocumentKey) -> None:
+        await self._conn.execute(
+            "UPDATE invoices SET resends = resends + 1, last_resent_at = now()" + _THE_DOCUMENT,
+            *key.params(),
         )
 
     async def pdf(self, key: DocumentKey) -> bytes | None:
@@ -333,12 +359,75 @@ class HoldRepository:
         return value
 
 
+@dataclass(frozen=True)
+class StoredCommand:
+    command_id: str
+    request_digest: str
+    outcome: str
+    answer: dict[str, Any] | None
+
+
+class CommandRepository:
+    """Commands to the notifier, each command_id obeyed once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def get(self, command_id: str) -> StoredCommand | None:
+        row = await self._conn.fetchrow(
+            "SELECT command_id, request_digest, outcome, answer FROM commands"
+            " WHERE command_id = $1",
+            command_id,
+        )
+        if row is None:
+            return None
+        return StoredCommand(
+            row["command_id"], row["request_digest"], row["outcome"], row["answer"]
+        )
+
+    async def start(
+        self, command_id: str, command_type: str, ref: OrderRef, request_digest: str
+    ) -> bool:
+        """Recorded as running; False when the command_id is already known."""
+        status: str | None = await self._conn.fetchval(
+            "INSERT INTO commands (command_id, command_type, marketplace, marketplace_order_id,"
+            " request_digest, outcome) VALUES ($1, $2, $3, $4, $5, 'running')"
+            " ON CONFLICT DO NOTHING RETURNING outcome",
+            command_id,
+            command_type,
+            ref.marketplace,
+            ref.marketplace_order_id,
+            request_digest,
+        )
+        return status is not None
+
+    async def finish(
+        self, command_id: str, outcome: str, reason: str | None, answer: dict[str, Any]
+    ) -> None:
+        await self._conn.execute(
+            "UPDATE commands SET outcome = $2, reason = $3, answer = $4, completed_at = now()"
+            " WHERE command_id = $1",
+            command_id,
+            outcome,
+            reason,
+            answer,
+        )
+
+    async def forget(self, command_id: str) -> None:
+        """Nothing was done: the command may run again when redelivered."""
+        await self._conn.execute(
+            "DELETE FROM commands WHERE command_id = $1 AND outcome = 'running'", command_id
+        )
+
+
 class NotifierUnitOfWork(UnitOfWork):
     invoices: InvoiceRepository
     holds: HoldRepository
     refunds: RefundRepository
+    commands: CommandRepository
 
     def bind(self, conn: Connection) -> None:
         self.invoices = InvoiceRepository(conn)
         self.holds = HoldRepository(conn)
         self.refunds = RefundRepository(conn)
+        self.commands = CommandRepository(conn)

@@ -148,6 +148,25 @@ class DocumentSender:
         if await self._deliver(conn, dispatch, stored, message, doubtful):
             await self._record_sent(conn, dispatch, stored, recipient)
 
+    async def resend(
+        self, dispatch: Dispatch, stored: StoredInvoice, pdf: bytes, label: str
+    ) -> None:
+        """The archived document once more, asked for by a person: a message of its own
+        (its own Message-ID), sent once; a temporary failure is raised for a later retry, a
+        delivery in doubt is raised as it is, never sent again here."""
+        document = dispatch.document(stored)
+        recipient = checked_recipient(dispatch.email)
+        message_id = stored.message_id.replace("<", f"<{label}.", 1)
+        message = self._mailer.compose(
+            document, self._renderer.email(document), pdf, recipient, message_id
+        )
+        await self._send_retrying(message)
+        log.info(
+            f"{_event_prefix(dispatch.key)}.resent",
+            invoice_number=stored.number,
+            message_id=message_id,
+        )
+
     async def _doubts_before_sending(
         self,
         conn: Connection,
@@ -187,14 +206,7 @@ class DocumentSender:
     ) -> bool:
         """Send; True once the server accepted. What is in doubt is never retried here."""
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._settings.smtp_attempts),
-                wait=wait_exponential(multiplier=self._settings.smtp_backoff_seconds, max=30),
-                retry=retry_if_exception_type(TemporaryDeliveryError),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._mailer.send(message)
+            await self._send_retrying(message)
         except PermanentDeliveryError as failure:
             await self._record_failure(conn, dispatch, stored, str(failure))
             return False
@@ -212,6 +224,18 @@ class DocumentSender:
             )
             raise
         return True
+
+    async def _send_retrying(self, message: Message) -> None:
+        """Retried only while the server refuses it (nothing left): what is in doubt is
+        raised at once."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._settings.smtp_attempts),
+            wait=wait_exponential(multiplier=self._settings.smtp_backoff_seconds, max=30),
+            retry=retry_if_exception_type(TemporaryDeliveryError),
+            reraise=True,
+        ):
+            with attempt:
+                await self._mailer.send(message)
 
     async def _record_doubt(
         self,
@@ -261,7 +285,7 @@ class DocumentSender:
     ) -> None:
         """The server accepted the email: that is recorded even if the database goes away
         meanwhile (retried on fresh connections), rather than leaving it to look in doubt."""
-        type_, sent = _sent_event(dispatch, stored, recipient)
+        type_, sent = _outcome_event(dispatch, stored, "sent", recipient)
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(RECORD_ATTEMPTS),
             wait=wait_exponential(multiplier=0.5, max=10),
@@ -296,7 +320,7 @@ class DocumentSender:
         reason: str,
         to_archive: bytes | None = None,
     ) -> None:
-        type_, failed = _failed_event(dispatch, stored, reason)
+        type_, failed = _outcome_event(dispatch, stored, "failed", reason)
         await self._record_outcome(conn, dispatch, "failed", reason, type_, failed, to_archive)
         _metric(dispatch.key).labels("failed").inc()
         log.warning(
@@ -330,44 +354,34 @@ def _metric(key: DocumentKey) -> Any:
     return INVOICES if key.kind is DocumentKind.INVOICE else CREDIT_NOTES
 
 
-def _sent_event(
-    dispatch: Dispatch, stored: StoredInvoice, recipient: str
-) -> tuple[EventType, BaseModel]:
-    key = dispatch.key
-    if key.kind is DocumentKind.INVOICE:
-        return EventType.INVOICE_SENT, InvoiceSent(
-            marketplace=key.marketplace,
-            marketplace_order_id=key.marketplace_order_id,
-            invoice_number=stored.number,
-            message_id=stored.message_id,
-            recipient=recipient,
-        )
-    return EventType.CREDIT_NOTE_SENT, CreditNoteSent(
-        marketplace=key.marketplace,
-        marketplace_order_id=key.marketplace_order_id,
-        credit_note_number=stored.number,
-        invoice_number=stored.refers_to or "",
-        message_id=stored.message_id,
-        recipient=recipient,
-        total_incl=dispatch.document(stored).total_incl,
-    )
+#: The event that says how a document's email ended, by kind and outcome.
+OUTCOME_EVENTS: dict[tuple[DocumentKind, str], tuple[EventType, type[BaseModel]]] = {
+    (DocumentKind.INVOICE, "sent"): (EventType.INVOICE_SENT, InvoiceSent),
+    (DocumentKind.INVOICE, "failed"): (EventType.INVOICE_FAILED, InvoiceFailed),
+    (DocumentKind.CREDIT_NOTE, "sent"): (EventType.CREDIT_NOTE_SENT, CreditNoteSent),
+    (DocumentKind.CREDIT_NOTE, "failed"): (EventType.CREDIT_NOTE_FAILED, CreditNoteFailed),
+}
 
 
-def _failed_event(
-    dispatch: Dispatch, stored: StoredInvoice, reason: str
+def _outcome_event(
+    dispatch: Dispatch, stored: StoredInvoice, outcome: str, detail: str
 ) -> tuple[EventType, BaseModel]:
+    """``detail``: the recipient of a sent email, the reason of a failed one."""
     key = dispatch.key
+    data: dict[str, Any] = {
+        "marketplace": key.marketplace,
+        "marketplace_order_id": key.marketplace_order_id,
+    }
     if key.kind is DocumentKind.INVOICE:
-        return EventType.INVOICE_FAILED, InvoiceFailed(
-            marketplace=key.marketplace,
-            marketplace_order_id=key.marketplace_order_id,
-            invoice_number=stored.number,
-            reason=reason,
-        )
-    return EventType.CREDIT_NOTE_FAILED, CreditNoteFailed(
-        marketplace=key.marketplace,
-        marketplace_order_id=key.marketplace_order_id,
-        credit_note_number=stored.number,
-        invoice_number=stored.refers_to or "",
-        reason=reason,
-    )
+        data["invoice_number"] = stored.number
+    else:
+        data["credit_note_number"] = stored.number
+        data["invoice_number"] = stored.refers_to or ""
+    if outcome == "sent":
+        data.update(message_id=stored.message_id, recipient=detail)
+        if key.kind is DocumentKind.CREDIT_NOTE:
+            data["total_incl"] = dispatch.document(stored).total_incl
+    else:
+        data["reason"] = detail
+    type_, model = OUTCOME_EVENTS[(key.kind, outcome)]
+    return type_, model.model_validate(data)

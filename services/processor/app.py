@@ -5,22 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
-from faststream import AckPolicy, FastStream
+from faststream import FastStream
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from pydantic import Field
 
 from services.processor.handlers import (
     CommandHandler,
     handle_order_changes,
-    read_command,
     record_action_failure,
     store_marketplace_rules,
 )
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
-from shared.access import EMITS, ORDERSCTL, broker_user
-from shared.consumers import BatchConsumer, SubscriberSettler
+from shared.access import EMITS
+from shared.consumers import BatchConsumer
 from shared.contracts import (
     Envelope,
     MarketplaceRulesChanged,
@@ -35,9 +33,9 @@ from shared.observability import (
 )
 from shared.retention import Pruner
 from shared.service import (
+    command_subscriber,
     envelope_subscriber,
     outbox_relay,
-    raw_body,
     service_app,
     service_broker,
     service_ops,
@@ -45,7 +43,6 @@ from shared.service import (
 )
 from shared.settings import ServiceSettings
 from shared.topology import (
-    COMMANDS,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -66,10 +63,6 @@ class ProcessorSettings(ServiceSettings):
     #: cannot be checked is refused rather than sent on trust.
     marketplace_carriers: list[str] = Field(default_factory=list)
     marketplace_refund_reasons: list[str] = Field(default_factory=list)
-    #: Broker users allowed to send each command type (``*``: every type not named).
-    command_senders: dict[str, list[str]] = Field(
-        default_factory=lambda: {"*": [broker_user(ORDERSCTL), "guest"]}
-    )
 
 
 class Processor:
@@ -108,38 +101,24 @@ class Processor:
             self.refresh_metrics,
             consumer=self.order_changes,
         )
-        command_consumer = SubscriberSettler(
-            self.publisher, self.commands_queue, backoff=settings.redelivery_backoff
-        )
         command_handler = CommandHandler(
             self.unit_of_work,
             carriers=settings.marketplace_carriers,
             refund_reasons=settings.marketplace_refund_reasons,
             senders=settings.command_senders,
         )
-
-        @self.broker.subscriber(
+        command_consumer = command_subscriber(
+            self.broker,
+            self.publisher,
             self.commands_queue,
-            COMMANDS,
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,  # answers go through the outbox, never as a framework reply
-            decoder=raw_body,
-            title="processor.commands",
+            command_handler.handle,
+            backoff=settings.redelivery_backoff,
             description=(
                 "Checks order.accept, order.refuse, order.ship and order.refund against the"
                 " order's status, answers command.accepted or command.rejected (also to"
                 " reply_to), and asks the gateway for the marketplace action."
             ),
         )
-        async def on_command(message: RabbitMessage) -> None:
-            raw = message.raw_message
-
-            async def handle(delivery: RabbitMessage) -> None:
-                await command_handler.handle(
-                    read_command(delivery.body, raw.reply_to, raw.correlation_id, raw.user_id)
-                )
-
-            await command_consumer.run_raw(message, handle)
 
         rules = envelope_subscriber(
             self.broker,

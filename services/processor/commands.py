@@ -11,9 +11,7 @@ person can act on, what is wrong.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -220,37 +218,3 @@ def already_in_flight(
             f" state, or wait for order.action_failed before asking again"
         )
     return None
-
-
-def request_digest(command_type: str, data: Mapping[str, Any]) -> str:
-    """What a command asked, whatever its command_id: the same key reused for other
-    arguments is refused, as payment APIs do with idempotency keys."""
-    asked = {key: value for key, value in data.items() if key != "command_id"}
-    canonical = json.dumps([command_type, asked], sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-#: Who may send a command type (``*``: any type not named), by AMQP ``user-id``: the broker
-#: checks that a message's user-id is the user its publisher logged in as, so it cannot be
-#: forged by anyone without that user's password.
-CommandSenders = Mapping[str, Collection[str]]
-
-
-def sender_refusal(
-    command_type: str | None, user_id: str | None, senders: CommandSenders
-) -> str | None:
-    """Why this publisher may not send this command, or None when it may."""
-    allowed = senders.get(command_type or "", senders.get("*", ()))
-    if user_id is None:
-        return (
-            "the command carries no AMQP user-id: publish it with user_id set to your broker user"
-        )
-    if user_id not in allowed:
-        return f"broker user {user_id!r} may not send {command_type}"
-    return None
-
-
-def is_reply_queue(name: str) -> bool:
-    """A queue the broker named for a caller (exclusive, server-named) or direct reply-to:
-    answers go only there, never to one of the pipeline's own queues."""
-    return name.startswith("amq.gen-") or name.startswith("amq.rabbitmq.reply-to")

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from services.processor import commands, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
 from services.processor.metrics import COMMANDS, TRANSITIONS
 from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
 from services.processor.rules import MarketplaceRules
+from shared.command_intake import (
+    CommandSenders,
+    ReceivedCommand,
+    answer_envelope,
+    rejection,
+    request_digest,
+    sender_refusal,
+)
+from shared.command_intake import answer as answer_command
 from shared.contracts import (
-    COMMAND_MODELS,
     MANOMANO_STATUS,
     Address,
     CommandAccepted,
@@ -43,8 +49,6 @@ from shared.contracts import (
 from shared.logging import get_logger
 from shared.messaging import (
     bind_envelope,
-    describe_validation_error,
-    parse_envelope,
 )
 from shared.settlement import UnprocessableMessageError
 from shared.topology import EVENTS
@@ -265,74 +269,6 @@ def commands_leading_to(status: LengowStatus) -> list[str]:
 # --- Commands ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReceivedCommand:
-    """What could be read of a command delivery; ``problem`` says why it cannot be obeyed."""
-
-    envelope: Envelope[dict[str, Any]] | None
-    command_type: str | None
-    command_id: str | None
-    ref: OrderRef | None
-    command: OrderCommand | None
-    problem: str | None
-    reply_to: str | None
-    reply_correlation_id: str | None
-    #: The broker user that published it (AMQP ``user-id``, checked by the broker).
-    sender: str | None = None
-
-
-def read_command(
-    body: bytes,
-    reply_to: str | None,
-    correlation_id: str | None,
-    user_id: str | None = None,
-) -> ReceivedCommand:
-    envelope: Envelope[dict[str, Any]] | None = None
-    data: dict[str, Any] = {}
-    command: OrderCommand | None = None
-    problem: str | None = None
-    try:
-        envelope = parse_envelope(body, Envelope[dict[str, Any]])
-        data = envelope.data
-        model = COMMAND_MODELS.get(envelope.type)
-        if model is None:
-            known = ", ".join(COMMAND_MODELS)
-            problem = f"unknown command type {envelope.type!r} (known: {known})"
-        else:
-            command = model.model_validate(data)
-    except UnprocessableMessageError as unreadable:
-        problem = str(unreadable)
-    except ValidationError as exc:
-        problem = f"invalid command: {describe_validation_error(exc)}"
-
-    def text(key: str) -> str | None:
-        value = data.get(key)
-        return value if isinstance(value, str) and 0 < len(value) <= 200 else None
-
-    ref = None
-    if (marketplace := text("marketplace")) and (order_id := text("marketplace_order_id")):
-        with contextlib.suppress(ValidationError):  # not an order's name: the answer names none
-            ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
-    if reply_to is not None and not commands.is_reply_queue(reply_to):
-        log.warning(
-            "command.reply_to_refused",
-            reply_to=reply_to[:200],
-            reason="not a reply queue: the answer goes to the event bus only",
-        )
-        reply_to = None
-    return ReceivedCommand(
-        envelope=envelope,
-        command_type=envelope.type[:100] if envelope else None,
-        command_id=text("command_id"),
-        ref=ref,
-        command=command,
-        problem=problem,
-        reply_to=reply_to,
-        reply_correlation_id=correlation_id,
-        sender=user_id,
-    )
-
-
 async def store_marketplace_rules(
     new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[MarketplaceRulesChanged]
 ) -> None:
@@ -371,7 +307,7 @@ class CommandHandler:
         *,
         carriers: Collection[str],
         refund_reasons: Collection[str],
-        senders: commands.CommandSenders,
+        senders: CommandSenders,
     ) -> None:
         """``carriers`` and ``refund_reasons``: the configured values, used only until
         Lengow's marketplaces document has been read once."""
@@ -395,13 +331,13 @@ class CommandHandler:
                 if not await uow.inbox.first_delivery(received.envelope):
                     log.info("command.duplicate_delivery_ignored")
                     return
-            refusal = commands.sender_refusal(received.command_type, received.sender, self._senders)
+            refusal = sender_refusal(received.command_type, received.sender, self._senders)
             if refusal is not None:
                 # Not stored under its command_id: a forged command cannot take a real one's.
                 await self._reject(uow, received, refusal, store=False)
                 return
             digest = (
-                commands.request_digest(received.envelope.type, received.envelope.data)
+                request_digest(received.envelope.type, received.envelope.data)
                 if received.envelope is not None
                 else None
             )
@@ -533,13 +469,7 @@ class CommandHandler:
         store: bool = True,
     ) -> None:
         """``store=False``: the command_id is another command's and keeps that answer."""
-        answer = CommandRejected(
-            command_id=received.command_id,
-            command_type=received.command_type,
-            marketplace=received.ref.marketplace if received.ref else None,
-            marketplace_order_id=received.ref.marketplace_order_id if received.ref else None,
-            reason=reason,
-        )
+        answer = rejection(received, reason)
         if received.command_id is not None and store:
             await uow.commands.add(
                 command_id=received.command_id,
@@ -574,22 +504,11 @@ class CommandHandler:
         uow: ProcessorUnitOfWork,
         received: ReceivedCommand,
         type: EventType,
-        answer: CommandAccepted | CommandRejected,
+        answer_data: CommandAccepted | CommandRejected,
     ) -> None:
         """On the event bus, and to the caller's reply queue when it asked for one."""
-        envelope = self._follow(received, type, answer)
-        await uow.outbox.add(EVENTS.name, envelope)
-        if received.reply_to:
-            await uow.outbox.add(
-                "",
-                envelope,
-                routing_key=received.reply_to,
-                correlation_id=received.reply_correlation_id,
-                message_id=uuid.uuid5(envelope.id, "reply"),
-            )
+        await answer_command(uow.outbox, received, type, answer_data, SOURCE)
 
     @staticmethod
     def _follow(received: ReceivedCommand, type: EventType, data: BaseModel) -> Envelope[Any]:
-        if received.envelope is not None:
-            return follow_up(received.envelope, type=type, source=SOURCE, data=data)
-        return Envelope[Any](type=type, source=SOURCE, data=data)
+        return answer_envelope(received, type, data, SOURCE)

@@ -23,13 +23,20 @@ from tests.integration.conftest import RunningSandbox, order_at
 pytestmark = pytest.mark.integration
 
 
-async def ordersctl(amqp_url: str, database_url: str, *args: str) -> tuple[int, str]:
+async def ordersctl(
+    amqp_url: str, database_url: str, *args: str, columns: int = 200
+) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "ordersctl",
         *args,
-        env={**os.environ, "AMQP_URL": amqp_url, "DATABASE_URL": database_url, "COLUMNS": "200"},
+        env={
+            **os.environ,
+            "AMQP_URL": amqp_url,
+            "DATABASE_URL": database_url,
+            "COLUMNS": str(columns),
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -59,6 +66,21 @@ async def test_accept_then_show_and_list(
     )
     assert code == 0, output
     assert [row["marketplace_order_id"] for row in json.loads(output)] == [ORDER]
+
+
+async def test_ids_are_never_cut_and_json_goes_anywhere(
+    amqp_url: str, database_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    await order_at(amqp_url, db, "waiting_acceptance")
+    for columns in (80, 60):
+        code, output = await ordersctl(amqp_url, database_url, "list", columns=columns)
+        assert code == 0, output
+        assert ORDER in output, output  # whole, on one line, however narrow the terminal
+    code, output = await ordersctl(amqp_url, database_url, "list", "--json")
+    assert code == 0, output
+    assert [row["marketplace_order_id"] for row in json.loads(output)] == [ORDER]
+    code, output = await ordersctl(amqp_url, database_url, "show", ORDER, "--json")
+    assert json.loads(output)["order"]["lengow_status"] == "waiting_acceptance"
 
 
 async def test_rejected_command_exits_1_with_the_reason(

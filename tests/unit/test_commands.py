@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from services.processor.commands import Decision, already_in_flight, request_digest
+from services.processor.commands import Decision, already_in_flight
 from services.processor.commands import decide as decide_with
 from services.processor.lifecycle import Action
 from services.processor.rules import MarketplaceRules
+from shared.command_intake import request_digest
 from shared.contracts import (
     AcceptOrder,
     LengowStatus,

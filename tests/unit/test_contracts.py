@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.processor.handlers import read_command
+from shared.command_intake import read_command
 from shared.contracts import Envelope, OrderSnapshot
 from shared.messaging import parse_envelope
 from shared.settlement import UnprocessableMessageError

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from services.notifier.invoice import (
     Invoice,
     LineKind,
-    Seller,
     build_invoice,
     money,
 )
@@ -30,14 +29,8 @@ from services.notifier.taxes import (
 )
 from shared.contracts import OrderShipped
 from tests.factories import order_shipped
+from tests.unit.test_invoice import SELLER
 
-SELLER = Seller(
-    legal_name="Outils Martin SAS",
-    address=("12 avenue de la République", "69003 Lyon", "France"),
-    siren="123456789",
-    siret="12345678900012",
-    vat_number="FR12123456789",
-)
 D = Decimal
 
 
