@@ -26,7 +26,7 @@ FIELDS = (
 
 #: Run in a process of its own, so that its peak memory is its own.
 PROBE = """
-import csv, json, resource, sys, time
+import csv, json, sys, time
 from pathlib import Path
 from ordersctl.feeds import FeedCheck
 standard, fulfillment, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -41,7 +41,12 @@ else:
     check = FeedCheck(standard, fulfillment)
     problems = sum(1 for _ in check.problems())
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's at fork
+peak = next(
+    int(line.split()[1]) / 1024
+    for line in Path("/proc/self/status").read_text().splitlines()
+    if line.startswith("VmHWM:")
+)
 print(json.dumps({"seconds": seconds, "problems": problems, "peak_mib": peak}))
 """
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import time
 from datetime import timedelta
 
 from sandbox.marketplace import Marketplace, now
@@ -16,7 +17,12 @@ DEMO_ORDERS = ("M0000000000001", "M0000000000002", "M0000000000003")
 
 
 async def main(args: argparse.Namespace) -> None:
-    marketplace = Marketplace(seed=args.seed, action_delay=timedelta(seconds=args.action_delay))
+    marketplace = Marketplace(
+        seed=args.seed,
+        action_delay=timedelta(seconds=args.action_delay),
+        # Each run's ids follow the last run's, as Lengow's do (the database outlives us).
+        first_action_id=int(time.time() * 1000),
+    )
     app = create_sandbox(marketplace=marketplace)
     start = now()
     for demo_id in DEMO_ORDERS:  # the README's quick start acts on these; life leaves them be

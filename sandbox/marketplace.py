@@ -316,7 +316,10 @@ class Marketplace:
         seed: int = 7,
         action_delay: timedelta = timedelta(seconds=0),
         account_id: int = 1000,
+        first_action_id: int = 1,
     ) -> None:
+        """``first_action_id``: Lengow's action ids are unique for good; a sandbox that is
+        started again against the same database must not give out the ids of an earlier run."""
         self.random = random.Random(seed)
         self.orders: dict[str, SimOrder] = {}
         self.actions: dict[int, Action] = {}
@@ -327,7 +330,7 @@ class Marketplace:
         #: Reasons the marketplace gives, in turn, to the next actions it refuses.
         self.refusals: list[str] = []
         self._order_numbers = itertools.count(1)
-        self._action_ids = itertools.count(1)
+        self._action_ids = itertools.count(first_action_id)
         # A poller pages through one query many times: the last answer is kept until an order
         # is created or moves, both through _set_status (a 100,000-order catch-up would
         # otherwise be quadratic here).
