@@ -9,20 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FIELDS = (
-    "sku",
-    "title",
-    "price",
-    "weight_net",
-    "icpe",
-    "onu",
-    "security_file_number",
-    "has_batch_number",
-    "has_serial_number",
-    "has_dluo",
-    "is_fragile",
-    "is_overpackaged",
-)
+from ordersctl.feeds import FULFILLMENT_ATTRIBUTES
+
+FIELDS = ("sku", "title", "price", *FULFILLMENT_ATTRIBUTES)
 
 #: Run in a process of its own, so that its peak memory is its own.
 PROBE = """
