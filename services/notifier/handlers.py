@@ -34,6 +34,7 @@ from services.notifier.mailer import InvoiceMailer, message_id_for
 from services.notifier.metrics import CREDIT_NOTES, INVOICES
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import (
+    SETTLED_EMAIL_STATUSES,
     DocumentKey,
     HoldRepository,
     InvoiceRepository,
@@ -61,10 +62,6 @@ from shared.topology import EVENTS
 INVOICE_TIMEZONE = ZoneInfo("Europe/Paris")
 
 log = get_logger(__name__)
-
-
-#: A document in one of these is not emailed again by a delivery (only on request).
-SETTLED_EMAIL_STATUSES = ("sent", "failed", "archived")
 
 
 class InvoiceBusyError(RetryLaterError):
@@ -142,10 +139,6 @@ class InvoiceService:
         key = DocumentKey.invoice_of(shipment)
         stored = await InvoiceRepository(conn).get(key)
         if stored is None:
-            reason = self.hold_reason(shipment)
-            if reason is not None:
-                await self._hold(conn, envelope, reason)
-                return None
             try:
                 return await self._number_invoice(conn, envelope, worker)
             except asyncpg.UniqueViolationError:
@@ -220,11 +213,17 @@ class InvoiceService:
 
     async def _number_invoice(
         self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
-    ) -> StoredInvoice:
-        """Give the invoice its number, claimed by ``worker``: the sequence row stays locked
-        only for this short transaction."""
+    ) -> StoredInvoice | None:
+        """Give the invoice its number, claimed by ``worker``, or hold it (None) when it would
+        not be right. It is built before the transaction: the sequence row stays locked only
+        for the short numbering."""
         shipment = envelope.data
         issued = self._clock()
+        try:
+            draft = self._invoice(shipment, "", issued.date())
+        except InvoiceHeldError as held:
+            await self._hold(conn, envelope, held.reason)
+            return None
         key = DocumentKey.invoice_of(shipment)
         async with self._unit_of_work(conn) as uow:
             await uow.holds.release(shipment)
@@ -232,7 +231,7 @@ class InvoiceService:
                 self._seller.siren, DocumentKind.INVOICE, issued.year
             )
             number = invoice_number(self._settings.invoice_prefix, issued.year, sequence)
-            invoice = self._invoice(shipment, number, issued.date())
+            invoice = replace(draft, number=number)
             stored = await self._add(uow, key, invoice, sequence, worker, envelope)
         log.info("invoice.issued", invoice_number=number, total=str(invoice.total_incl))
         return stored
@@ -395,19 +394,9 @@ class InvoiceService:
             async with self._unit_of_work(conn) as uow:
                 await uow.refunds.add(refund, refund_key(refund), envelope.model_dump(mode="json"))
             await self._credit_waiting(conn, refund)
-            await self._resume_credit(conn, envelope)
-
-    async def _resume_credit(self, conn: Connection, envelope: Envelope[OrderRefunded]) -> None:
-        """The refund's credit note, numbered by an earlier delivery whose email did not end
-        (SMTP away, in doubt, its worker dead): its email goes on, by the same rule."""
-        key = DocumentKey.credit_note_of(envelope.data, refund_key(envelope.data))
-        stored = await InvoiceRepository(conn).get(key)
-        if stored is None or stored.email_status in SETTLED_EMAIL_STATUSES:
-            return
-        worker = uuid.uuid4().hex
-        claimed = await self._claim(conn, key, stored, worker)
-        if claimed is not None:
-            await self._sender.send(conn, self._credit_dispatch(envelope, key), claimed, worker)
+            # A credit note numbered by an earlier delivery whose email did not end (SMTP
+            # away, in doubt, its worker dead): its email goes on, by the same rule.
+            await self._credit(conn, envelope, refund_key(refund), None)
 
     async def recheck_refunds(self) -> None:
         """Credit every refund still waiting (its invoice was held, or its figures were)."""
@@ -448,14 +437,20 @@ class InvoiceService:
         conn: Connection,
         envelope: Envelope[OrderRefunded],
         key_of_refund: str,
-        invoice: StoredInvoice,
+        invoice: StoredInvoice | None,
     ) -> None:
+        """The refund's credit note: numbered when it has none (with ``invoice``, the one it
+        corrects), then emailed unless its email already ended."""
         refund = envelope.data
         key = DocumentKey.credit_note_of(refund, key_of_refund)
         worker = uuid.uuid4().hex
         stored = await InvoiceRepository(conn).get(key)
         if stored is None:
+            if invoice is None:
+                return
             stored = await self._number_credit_note(conn, envelope, key, invoice, worker)
+        elif stored.email_status in SETTLED_EMAIL_STATUSES:
+            return
         else:
             stored = await self._claim(conn, key, stored, worker)
         if stored is not None:
@@ -466,22 +461,29 @@ class InvoiceService:
         return Dispatch(
             key=key,
             cause=envelope,
-            document=lambda stored: self._credit_note(refund, stored, stored.lines or ()),
+            document=lambda stored: self._credit_note(
+                refund, stored.number, stored.issued_on, stored.refers_to, stored.lines or ()
+            ),
             email=refund.billing_address.email if refund.billing_address else None,
             emailed=self._settings.invoice_mode == "email_at_shipment",
         )
 
     def _credit_note(
-        self, refund: OrderRefunded, stored: StoredInvoice, lines: tuple[InvoiceLine, ...]
+        self,
+        refund: OrderRefunded,
+        number: str,
+        issued_on: date,
+        refers_to: str | None,
+        lines: tuple[InvoiceLine, ...],
     ) -> Invoice:
         return document_of(
             refund,
             seller=self._seller,
-            number=stored.number,
-            issued_on=stored.issued_on,
+            number=number,
+            issued_on=issued_on,
             lines=lines,
             kind=DocumentKind.CREDIT_NOTE,
-            refers_to=stored.refers_to,
+            refers_to=refers_to,
             policy=self._policy,
         )
 
@@ -518,10 +520,7 @@ class InvoiceService:
                 self._seller.siren, DocumentKind.CREDIT_NOTE, issued.year
             )
             number = invoice_number(self._settings.credit_note_prefix, issued.year, sequence)
-            numbered = StoredInvoice(
-                number, issued.date(), "", "pending", 0, None, refers_to=invoice.number
-            )
-            credit_note = self._credit_note(refund, numbered, lines)
+            credit_note = self._credit_note(refund, number, issued.date(), invoice.number, lines)
             stored = await self._add(uow, key, credit_note, sequence, worker, envelope)
             await uow.refunds.settle(refund, key.refund_key, "credited")
         log.info(

@@ -41,6 +41,9 @@ class DocumentKey:
         return (self.marketplace, self.marketplace_order_id, self.kind.value, self.refund_key)
 
 
+#: A document in one of these is not emailed again by a delivery (only on request).
+SETTLED_EMAIL_STATUSES = ("sent", "failed", "archived")
+
 #: The condition on :meth:`DocumentKey.params`, always $1 to $4.
 _THE_DOCUMENT = (
     " WHERE marketplace = $1 AND marketplace_order_id = $2 AND kind = $3 AND refund_key = $4"
@@ -97,12 +100,13 @@ class InvoiceRepository:
         row = await self._conn.fetchrow(
             "UPDATE invoices SET claimed_by = $5, claimed_until = now() + $6::interval"
             + _THE_DOCUMENT
-            + " AND email_status NOT IN ('sent', 'failed', 'archived')"
+            + " AND email_status <> ALL($7::text[])"
             " AND (claimed_until IS NULL OR claimed_until < now())"
             f" RETURNING {_STORED_COLUMNS}",
             *key.params(),
             worker,
             lease,
+            list(SETTLED_EMAIL_STATUSES),
         )
         return None if row is None else _stored(row)
 
