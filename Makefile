@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck test test-unit test-faults run servers migrate docs bench clean
+.PHONY: help install lint typecheck tools test test-unit test-faults run servers migrate docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ lint: $(STAMP) ## ruff (lint and format check)
 typecheck: $(STAMP) ## mypy --strict on services/, shared/, sandbox/ and devstack/
 	$(BIN)/mypy
 
-test: lint typecheck ## Lint, type-check, then every test (unit, integration, end-to-end)
+test: lint typecheck tools ## Lint, type-check, then every test (unit, integration, end-to-end)
 	$(BIN)/pytest
 
 test-faults: $(STAMP) servers ## The fault-injection suite: kill -9, broker and database restarts, outages (minutes)
@@ -34,6 +34,9 @@ test-faults: $(STAMP) servers ## The fault-injection suite: kill -9, broker and 
 
 test-unit: $(STAMP) ## Only the fast tests that need no server
 	$(BIN)/pytest tests/unit
+
+tools: ## Install the Debian tools the tests use when missing (pdftoppm, promtool)
+	bash devstack/ensure-tools.sh
 
 servers: ## Start the local PostgreSQL and RabbitMQ if they do not answer
 	bash devstack/ensure-servers.sh

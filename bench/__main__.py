@@ -12,7 +12,7 @@ import platform
 import tempfile
 from pathlib import Path
 
-from bench import feeds, pipeline, reference
+from bench import documents, feeds, pipeline, reference
 from bench.harness import ALL_QUEUES, delete_queues, describe, fresh_database, servers
 
 
@@ -104,6 +104,18 @@ async def main(amqp_url: str, postgres_url: str) -> None:
             f"{result['rate']:,.1f} invoices/s (target >= 200)",
         )
     line("  notifier peak memory", f"{result['peak_rss_mib']:.0f} MiB")
+    costs = documents.document_costs(max(10, int(100 * scale)))
+    line(
+        "  one page, fpdf2's Helvetica (not embedded, not PDF/A)",
+        f"{costs['helvetica_page']:.1f} ms",
+    )
+    line("  one page, PDF/A-3B, Source Sans Pro subset embedded", f"{costs['pdfa_page']:.1f} ms")
+    line("  its EN 16931 XML (drafthorse, checked against the XSD)", f"{costs['xml']:.1f} ms")
+    line(
+        "  the whole Factur-X document (page, XML, embedding)",
+        f"{costs['factur_x']:.1f} ms, ratio {costs['factur_x'] / costs['helvetica_page']:.1f}"
+        " to the Helvetica page",
+    )
 
     print("\n5. Peak memory (VmHWM) during the catch-ups")
     for orders, peaks in memory.items():

@@ -138,7 +138,7 @@ class Notifier:
             self._pool,
             self._relay.wake,
             self.mailer,
-            InvoiceRenderer(self.settings.invoice_language),
+            InvoiceRenderer(),
         )
         relay = self._relay
         pool = self._pool

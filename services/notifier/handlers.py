@@ -168,8 +168,8 @@ class InvoiceService:
             seller=self._seller,
             number=number,
             issued_on=issued_on,
-            titles=self._renderer.titles,
             policy=self._policy,
+            language=self._settings.forced_language(),
         )
 
     def _issued_invoice(self, shipment: OrderShipped, stored: StoredInvoice) -> Invoice:
@@ -184,6 +184,7 @@ class InvoiceService:
             issued_on=stored.issued_on,
             lines=stored.lines,
             policy=self._policy,
+            language=stored.language,
         )
 
     def hold_reason(self, shipment: OrderShipped) -> str | None:
@@ -251,7 +252,7 @@ class InvoiceService:
             document,
             seller=self._seller.siren,
             sequence=sequence,
-            language=self._renderer.language,
+            language=document.language,
             recipient=document.customer.email,
             message_id=message_id,
             claimed_by=worker,
@@ -267,6 +268,7 @@ class InvoiceService:
             recipient=document.customer.email,
             refers_to=document.refers_to,
             lines=document.lines,
+            language=document.language,
         )
 
     async def recheck_holds(self) -> int:
@@ -485,6 +487,7 @@ class InvoiceService:
             kind=DocumentKind.CREDIT_NOTE,
             refers_to=refers_to,
             policy=self._policy,
+            language=self._settings.forced_language(),
         )
 
     async def _number_credit_note(

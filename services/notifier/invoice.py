@@ -14,6 +14,7 @@ from datetime import date, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
+from services.notifier.labels import LABELS, Language, language_for
 from services.notifier.taxes import (
     CENT,
     InvoiceHeldError,
@@ -110,9 +111,14 @@ class InvoiceLine:
 class LineTitles:
     """The titles of the lines that are not goods, in the invoice's language."""
 
-    shipping: str = "Frais de port"
-    fee: str = "Frais de traitement"
-    discount: str = "Remise"
+    shipping: str
+    fee: str
+    discount: str
+
+    @classmethod
+    def written_in(cls, language: Language) -> LineTitles:
+        labels = LABELS[language]
+        return cls(labels["shipping"], labels["fee"], labels["discount"])
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,10 @@ class Customer:
     company: str | None
     address: tuple[str, ...]
     email: str | None
+    #: The billing country (ISO 3166 alpha-2), which decides the documents' language.
+    country: str | None = None
+    #: A business buyer's VAT number, printed under its company.
+    vat_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,9 @@ class Invoice:
     kind: DocumentKind = DocumentKind.INVOICE
     #: A credit note's invoice number.
     refers_to: str | None = None
+    language: Language = "fr"
+    #: Where the goods went (ISO 3166 alpha-2): an exempt supply's e-invoice must say it.
+    delivery_country: str | None = None
 
     @property
     def total_excl(self) -> Decimal:
@@ -230,19 +243,35 @@ def goods_line(line: CartLine, key: str, taxed: Treatment, policy: VatPolicy) ->
     return priced_line(title, quantity, total_incl, rate, LineKind.GOODS, key)
 
 
+def _destination(shipment: OrderShipped) -> Address | None:
+    """Where the goods go: the delivery address, else the billing one."""
+    delivery = shipment.delivery_address
+    return delivery if delivery and delivery.common_country_iso_a2 else shipment.billing_address
+
+
+def document_language(order: OrderShipped, forced: Language | None = None) -> Language:
+    billing = order.billing_address
+    return language_for(billing.common_country_iso_a2 if billing else None, forced)
+
+
 def sale_treatment(shipment: OrderShipped, policy: VatPolicy) -> Treatment:
-    """Where the goods go decides the VAT: the delivery address, else the billing one."""
-    billing, delivery = shipment.billing_address, shipment.delivery_address
-    place = delivery if delivery and delivery.common_country_iso_a2 else billing
-    vat_number = (billing.vat_number if billing else None) or (
-        delivery.vat_number if delivery else None
-    )
+    """Where the goods go decides the VAT."""
+    place = _destination(shipment)
     return treatment(
         place.common_country_iso_a2 if place else None,
         place.zipcode if place else None,
-        vat_number,
+        buyer_vat_number(shipment),
         policy,
     )
+
+
+def buyer_vat_number(order: OrderShipped) -> str | None:
+    """A business buyer's VAT number, as Lengow gives it on the billing or delivery address."""
+    billing, delivery = order.billing_address, order.delivery_address
+    number = (billing.vat_number if billing else None) or (
+        delivery.vat_number if delivery else None
+    )
+    return "".join(number.split()) if number and number.strip() else None
 
 
 def _shipping(shipment: OrderShipped) -> Decimal:
@@ -327,15 +356,23 @@ def build_invoice(
     seller: Seller,
     number: str,
     issued_on: date,
-    titles: LineTitles | None = None,
     policy: VatPolicy | None = None,
+    language: Language | None = None,
 ) -> Invoice:
-    """The invoice of ``shipment``; raises :class:`InvoiceHeldError` when it cannot be right."""
+    """The invoice of ``shipment``, in ``language`` or its customer's; raises
+    :class:`InvoiceHeldError` when it cannot be right."""
     policy = policy or VatPolicy()
+    language = document_language(shipment, language)
     taxed = sale_treatment(shipment, policy)
-    lines = invoice_lines(shipment, taxed, policy, titles or LineTitles())
+    lines = invoice_lines(shipment, taxed, policy, LineTitles.written_in(language))
     return document_of(
-        shipment, seller=seller, number=number, issued_on=issued_on, lines=lines, policy=policy
+        shipment,
+        seller=seller,
+        number=number,
+        issued_on=issued_on,
+        lines=lines,
+        policy=policy,
+        language=language,
     )
 
 
@@ -349,8 +386,10 @@ def document_of(
     kind: DocumentKind = DocumentKind.INVOICE,
     refers_to: str | None = None,
     policy: VatPolicy | None = None,
+    language: Language | None = None,
 ) -> Invoice:
     """The document of ``order`` with these lines: an invoice, or a credit note of it."""
+    destination = _destination(order)
     return Invoice(
         number=number,
         issued_on=issued_on,
@@ -358,7 +397,7 @@ def document_of(
         marketplace=order.marketplace,
         order_id=order.marketplace_order_id,
         order_date=order.marketplace_order_date,
-        customer=customer_of(order.billing_address),
+        customer=customer_of(order.billing_address, buyer_vat_number(order)),
         lines=lines,
         currency=order.currency or "EUR",
         carrier=order.carrier,
@@ -366,6 +405,8 @@ def document_of(
         treatment=sale_treatment(order, policy or VatPolicy()),
         kind=kind,
         refers_to=refers_to,
+        language=document_language(order, language),
+        delivery_country=destination.common_country_iso_a2 if destination else None,
     )
 
 
@@ -383,9 +424,9 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def customer_of(address: Address | None) -> Customer:
+def customer_of(address: Address | None, vat_number: str | None = None) -> Customer:
     if address is None:
-        return Customer(name="", company=None, address=(), email=None)
+        return Customer(name="", company=None, address=(), email=None, vat_number=vat_number)
     name = address.full_name or " ".join(
         part for part in (address.first_name, address.last_name) if part
     )
@@ -394,4 +435,6 @@ def customer_of(address: Address | None) -> Customer:
         company=_one_line(address.company) if address.company else None,
         address=_address_lines(address),
         email=address.email.strip() if address.email else None,
+        country=address.common_country_iso_a2,
+        vat_number=vat_number,
     )

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from services.notifier.invoice import DocumentKind, Invoice, InvoiceLine
+from services.notifier.labels import LANGUAGES, Language
 from shared.contracts import OrderRef
 from shared.database import Connection
 from shared.unit_of_work import UnitOfWork
@@ -62,11 +63,12 @@ class StoredInvoice:
     resend_after: datetime | None = None
     refers_to: str | None = None
     lines: tuple[InvoiceLine, ...] | None = None
+    language: Language = "fr"
 
 
 _STORED_COLUMNS = (
     "invoice_number, issued_on, message_id, email_status, attempts, recipient, doubtful,"
-    " resend_after, refers_to, lines"
+    " resend_after, refers_to, lines, language"
 )
 
 
@@ -83,7 +85,12 @@ def _stored(row: asyncpg.Record) -> StoredInvoice:
         resend_after=row["resend_after"],
         refers_to=row["refers_to"],
         lines=None if lines is None else tuple(InvoiceLine.from_json(line) for line in lines),
+        language=_language(row["language"]),
     )
+
+
+def _language(stored: str) -> Language:
+    return stored if stored in LANGUAGES else "fr"
 
 
 class InvoiceRepository:

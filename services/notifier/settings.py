@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from services.notifier.invoice import Seller
+from services.notifier.labels import Language
 from services.notifier.taxes import SELLER_COUNTRY, VAT_RATES, VatPolicy, checked_rates
 from shared.settings import ServiceSettings
 
@@ -31,7 +32,9 @@ class NotifierSettings(ServiceSettings):
     smtp_in_doubt_pause_seconds: float = Field(default=600.0, ge=0)
     mail_from: str = "factures@example-seller.fr"
     mail_from_name: str = "Service client"
-    invoice_language: Literal["fr", "en"] = "fr"
+    #: auto: each customer's documents in their billing country's language (fr, es, it, de;
+    #: English elsewhere); or one language for every document.
+    invoice_language: Literal["auto", "fr", "en", "es", "it", "de"] = "auto"
     #: ManoMano's three invoice options: email_at_shipment (the invoice, and each credit
     #: note, emailed when issued), on_request (numbered and archived, emailed only when asked),
     #: mandate (ManoMano invoices on the seller's behalf: the notifier issues nothing).
@@ -106,6 +109,9 @@ class NotifierSettings(ServiceSettings):
             default_rate=default,
             product_rates=checked_rates(self.vat_product_rates),
         )
+
+    def forced_language(self) -> Language | None:
+        return None if self.invoice_language == "auto" else self.invoice_language
 
     def seller(self) -> Seller:
         return Seller(

@@ -120,6 +120,18 @@ async def test_shipped_order_gets_one_invoice_email_with_its_pdf(
     )
     assert archived is not None
     assert archived.startswith(b"%PDF") and archived == next(mail.iter_attachments()).get_content()
+    # What left is a Factur-X document whose XML says what the page says.
+    xml = factur_x_xml(archived)
+    assert f"<ram:ID>{number}</ram:ID>" in xml and "<ram:TypeCode>380</ram:TypeCode>" in xml
+    assert "<ram:GrandTotalAmount>159.80</ram:GrandTotalAmount>" in xml
+
+
+def factur_x_xml(pdf: bytes) -> str:
+    import facturx
+
+    filename, xml = facturx.get_xml_from_pdf(pdf, check_xsd=True)
+    assert filename == "factur-x.xml"
+    return bytes(xml).decode()
 
 
 async def test_hundred_orders_get_invoice_numbers_one_to_hundred(
@@ -295,7 +307,7 @@ async def test_one_smtp_session_carries_several_emails_and_a_dropped_one_is_repl
     from shared.contracts import OrderShipped
 
     settings = NotifierSettings(smtp_port=smtp_sink.port, smtp_max_connections=1)
-    mailer, renderer = InvoiceMailer(settings), InvoiceRenderer("fr")
+    mailer, renderer = InvoiceMailer(settings), InvoiceRenderer()
 
     def message(number: int) -> Message:
         invoice = build_invoice(
@@ -542,6 +554,9 @@ async def test_each_refund_gets_one_credit_note_referring_to_the_invoice(
     _, text = pdf_of(mails[1])
     assert "AVOIR" in text and invoice["invoice_number"] in text and "-10,00" in text
     assert "avoir" in mails[1]["Subject"]
+    xml = factur_x_xml(next(mails[1].iter_attachments()).get_content())
+    assert "<ram:TypeCode>381</ram:TypeCode>" in xml and invoice["invoice_number"] in xml
+    assert "<ram:GrandTotalAmount>10.00</ram:GrandTotalAmount>" in xml
     sent = [e["data"] for e in events.of_type("credit_note.sent")]
     assert [s["invoice_number"] for s in sent] == [invoice["invoice_number"]] * 2
 

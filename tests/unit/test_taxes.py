@@ -16,6 +16,7 @@ from services.notifier.invoice import (
     build_invoice,
     money,
 )
+from services.notifier.labels import Language
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.settings import NotifierSettings
 from services.notifier.taxes import (
@@ -61,9 +62,16 @@ def shipment(
     return OrderShipped.model_validate(data)
 
 
-def invoice_of(sale: OrderShipped, policy: VatPolicy | None = None) -> Invoice:
+def invoice_of(
+    sale: OrderShipped, policy: VatPolicy | None = None, language: Language | None = None
+) -> Invoice:
     return build_invoice(
-        sale, seller=SELLER, number="FA2026-000001", issued_on=date(2026, 12, 1), policy=policy
+        sale,
+        seller=SELLER,
+        number="FA2026-000001",
+        issued_on=date(2026, 12, 1),
+        policy=policy,
+        language=language,
     )
 
 
@@ -192,27 +200,30 @@ def test_delivery_address_decides_over_the_billing_one() -> None:
 
 def test_intra_eu_business_buyer_is_exempt_with_the_mention() -> None:
     sale = shipment([{"amount": "100.00", "tax": "0.00"}], country="DE", vat_number="DE 123456789")
-    invoice = invoice_of(sale)
+    invoice = invoice_of(sale, language="fr")
     assert invoice.treatment.regime is Regime.INTRA_EU_SUPPLY
     assert rates_of(invoice) == [D("0")]
     assert invoice.total_vat == D("0.00") and invoice.total_incl == D("100.00")
-    mentions = InvoiceRenderer("fr").legal_mentions(invoice)
+    mentions = InvoiceRenderer().legal_mentions(invoice)
     assert "article 262 ter I du CGI" in mentions[0] and "Autoliquidation" in mentions[0]
     assert mentions[1].endswith("DE123456789")
+    # The German customer's own invoice says it in German, citing the same French article.
+    german = InvoiceRenderer().legal_mentions(invoice_of(sale))
+    assert "Artikel 262 ter I" in german[0] and "Steuerschuldnerschaft" in german[0]
 
 
 def test_export_outside_the_eu_is_exempt_with_the_mention() -> None:
-    invoice = invoice_of(shipment([{"amount": "100.00", "tax": None}], country="CH"))
+    invoice = invoice_of(shipment([{"amount": "100.00", "tax": None}], country="CH"), language="fr")
     assert invoice.treatment.regime is Regime.EXPORT
     assert rates_of(invoice) == [D("0")]
-    assert "article 262 I du CGI" in InvoiceRenderer("fr").legal_mentions(invoice)[0]
+    assert "article 262 I du CGI" in InvoiceRenderer().legal_mentions(invoice)[0]
 
 
 def test_a_french_business_buyer_pays_french_vat() -> None:
     sale = shipment([{"amount": "120.00", "tax": "20.00"}], vat_number="FR12345678901")
     invoice = invoice_of(sale)
     assert rates_of(invoice) == [D("20")]
-    assert InvoiceRenderer("fr").legal_mentions(invoice) == []
+    assert InvoiceRenderer().legal_mentions(invoice) == []
 
 
 @pytest.mark.parametrize(
