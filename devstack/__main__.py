@@ -20,6 +20,9 @@ from pathlib import Path
 
 import asyncpg
 
+from ordersctl.operations import schemas
+from services.notifier.queries import NotifierQueries
+from services.processor.queries import ProcessorQueries
 from shared.access import ORDERSCTL, SERVICES, provision_locally
 from shared.database import ensure_database
 from shared.settings import ServiceSettings
@@ -92,17 +95,10 @@ async def report_progress(dsn: str, every: float) -> None:
         except Exception as exc:  # the database may still be starting
             print(f" progress | database not reachable yet: {exc}", flush=True)
             continue
+        processor, _, notifier = schemas()
         try:
-            rows = await conn.fetch(
-                "SELECT lengow_status, count(*) AS n FROM processor.orders"
-                " GROUP BY lengow_status ORDER BY n DESC"
-            )
-            mails = await conn.fetch(
-                "SELECT kind, email_status, count(*) AS n FROM notifier.invoices"
-                " GROUP BY kind, email_status ORDER BY kind DESC, n DESC"
-            )
-        except asyncpg.UndefinedTableError:
-            rows, mails = [], []
+            rows = await ProcessorQueries(conn, processor).status_counts()
+            mails = await NotifierQueries(conn, notifier).document_counts()
         finally:
             await conn.close()
         summary = ", ".join(f"{r['lengow_status']} {r['n']}" for r in rows) or "none yet"

@@ -12,7 +12,8 @@ from services.notifier.app import Notifier
 from services.notifier.settings import NotifierSettings
 from services.poller.app import Poller
 from services.poller.settings import PollerSettings
-from services.processor.app import Processor, ProcessorSettings
+from services.processor.app import Processor
+from services.processor.settings import ProcessorSettings
 
 DESCRIPTION = """\
 Order management for ManoMano sellers through the Lengow API. Every message is a JSON

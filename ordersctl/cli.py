@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import Coroutine
 from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -23,9 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ordersctl.feeds import FeedCheck
+from ordersctl.operations import attention as attention_of
+from ordersctl.operations import email_report, reads
+from ordersctl.operations import report as report_of
 from shared.command_client import NoAnswerError, publish_command, send_command
 from shared.contracts import CommandType, EventType
-from shared.database import register_json_codecs
 from shared.dead_letters import list_dead_letters, replay_dead_letters
 from shared.settings import ServiceSettings
 
@@ -241,15 +244,8 @@ def quarantine() -> None:
     """Orders Lengow returned that could not be read: the reason, read again at every poll."""
 
     async def fetch() -> list[dict[str, Any]]:
-        conn = await _connect()
-        try:
-            return await _fetch(
-                conn,
-                "SELECT source, marketplace_order_id, kind, reason, first_seen, last_seen,"
-                " polls FROM poller.quarantined_orders ORDER BY first_seen",
-            )
-        finally:
-            await conn.close()
+        async with reads(settings()) as read:
+            return await read.poller.quarantined()
 
     rows = run(fetch())
     emit(rows, _table(f"{len(rows)} orders in quarantine", rows))
@@ -285,115 +281,39 @@ def sync(
 # --- Reads ---------------------------------------------------------------------------------
 
 
-async def _connect() -> asyncpg.Connection:
-    conn: asyncpg.Connection = await asyncpg.connect(settings().database_url.get_secret_value())
-    await register_json_codecs(conn)
-    return conn
-
-
-async def _fetch(conn: asyncpg.Connection, query: str, *args: Any) -> list[dict[str, Any]]:
-    """Rows of a service's table; none when that service never ran here."""
-    try:
-        return [dict(row) for row in await conn.fetch(query, *args)]
-    except asyncpg.UndefinedTableError:
-        return []
-
-
 async def _show(order_id: str) -> dict[str, Any] | None:
-    conn = await _connect()
-    try:
-        key = (state.marketplace, order_id)
-        orders = await _fetch(
-            conn,
-            "SELECT lengow_status, manomano_status, is_delivered_by_marketplace, version,"
-            " source_updated_at, snapshot FROM processor.orders"
-            " WHERE marketplace = $1 AND marketplace_order_id = $2",
-            *key,
-        )
-        if not orders:
+    key = (state.marketplace, order_id)
+    async with reads(settings()) as read:
+        order = await read.processor.order(*key)
+        if order is None:
             return None
-        order = orders[0]
         snapshot = order.pop("snapshot")
+        for column in ("acceptance_due_at", "shipment_due_at"):
+            order.pop(column)
         billing = snapshot.get("billing_address") or {}
+        order["source"] = snapshot.get("lengow_source")
         order["customer"] = billing.get("full_name")
         order["email"] = billing.get("email")
         order["total"] = f"{snapshot.get('total_order')} {snapshot.get('currency') or ''}"
         order["lines"] = sum(len(p.get("cart") or []) for p in snapshot.get("packages") or [])
-        where = " WHERE marketplace = $1 AND marketplace_order_id = $2"
+        commands = await read.processor.commands(*key)
+        actions = await read.poller.actions([command["command_id"] for command in commands])
+        for command in commands:
+            action = actions.get(command["command_id"])
+            if action is not None:
+                command["action_state"] = action["state"]
+                command["action_errors"] = action["errors"]
         return {
             "order": order,
-            "history": await _fetch(
-                conn,
-                "SELECT observed_at, from_status, to_status, kind, cause, command_id, reason"
-                " FROM processor.order_transitions" + where + " ORDER BY id",
-                *key,
-            ),
-            "commands": await _fetch(
-                conn,
-                "SELECT c.command_id, c.command_type, c.outcome, c.reason, c.received_at,"
-                " c.completed_at, a.state AS action_state, a.errors AS action_errors"
-                " FROM processor.commands c LEFT JOIN poller.actions a USING (command_id)"
-                " WHERE c.marketplace = $1 AND c.marketplace_order_id = $2 ORDER BY received_at",
-                *key,
-            )
-            or await _fetch(
-                conn,
-                "SELECT command_id, command_type, outcome, reason, received_at, completed_at"
-                " FROM processor.commands" + where + " ORDER BY received_at",
-                *key,
-            ),
-            "lengow_import": next(
-                iter(
-                    await _fetch(
-                        conn,
-                        "SELECT merchant_order_id, state, attempts, last_error, done_at"
-                        " FROM poller.imports" + where,
-                        *key,
-                    )
-                ),
-                None,
-            ),
-            "invoice": next(
-                iter(
-                    await _fetch(
-                        conn,
-                        "SELECT invoice_number, issued_on, email_status, recipient, sent_at,"
-                        " last_error FROM notifier.invoices" + where + " AND kind = 'invoice'",
-                        *key,
-                    )
-                ),
-                None,
-            ),
-            "credit_notes": await _fetch(
-                conn,
-                "SELECT invoice_number AS credit_note, refers_to, issued_on, total_incl,"
-                " email_status, sent_at, last_error FROM notifier.invoices"
-                + where
-                + " AND kind = 'credit_note' ORDER BY sequence",
-                *key,
-            ),
-            "refunds_held": await _fetch(
-                conn,
-                "SELECT refund_key AS refund, reason, received_at FROM notifier.refunds"
-                + where
-                + " AND outcome = 'held' ORDER BY received_at",
-                *key,
-            ),
-            "invoice_held": next(
-                iter(
-                    await _fetch(
-                        conn,
-                        "SELECT reason, held_at, checked_at FROM notifier.invoice_holds"
-                        + where
-                        + " AND released_at IS NULL",
-                        *key,
-                    )
-                ),
-                None,
-            ),
+            "deadlines": await read.processor.deadlines(*key),
+            "history": await read.processor.history(*key),
+            "commands": commands,
+            "lengow_import": await read.poller.lengow_import(*key),
+            "invoice": await read.notifier.invoice(*key),
+            "credit_notes": await read.notifier.credit_notes(*key),
+            "refunds_held": await read.notifier.refunds_held(*key),
+            "invoice_held": await read.notifier.invoice_held(*key),
         }
-    finally:
-        await conn.close()
 
 
 #: Columns a person copies to act on: never cut, whatever the terminal's width.
@@ -444,6 +364,7 @@ def show(order_id: str) -> None:
         emit(found, "")
         return
     console.print(_table(f"Order {order_id}", [found["order"]]))
+    console.print(_table("Deadlines", found["deadlines"]))
     console.print(_table("History", found["history"]))
     console.print(_table("Commands", found["commands"]))
     console.print(_table("Invoice", [found["invoice"]] if found["invoice"] else []))
@@ -460,29 +381,86 @@ def show(order_id: str) -> None:
 @app.command(name="list")
 def list_orders(
     status: Annotated[str | None, typer.Option(help="Lengow status, e.g. shipped.")] = None,
+    source: Annotated[
+        str | None, typer.Option(help='The source\'s name, e.g. "ManoMano Fulfillment".')
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
     """Orders, most recently changed first."""
 
     async def fetch() -> list[dict[str, Any]]:
-        conn = await _connect()
-        try:
-            return await _fetch(
-                conn,
-                "SELECT marketplace_order_id, lengow_status, manomano_status,"
-                " is_delivered_by_marketplace AS fulfillment, source_updated_at"
-                " FROM processor.orders WHERE marketplace = $1"
-                " AND ($2::text IS NULL OR lengow_status = $2)"
-                " ORDER BY source_updated_at DESC LIMIT $3",
-                state.marketplace,
-                status,
-                limit,
-            )
-        finally:
-            await conn.close()
+        async with reads(settings()) as read:
+            return await read.processor.orders(state.marketplace, status, source, limit)
 
     rows = run(fetch())
     emit(rows, _table(f"{len(rows)} orders", rows))
+
+
+ATTENTION_TITLES = {
+    "deadlines": "Orders near or past a deadline",
+    "refused_actions": "Actions the marketplace refused",
+    "documents": "Invoices and credit notes failed, in doubt or held",
+    "quarantined_orders": "Orders in quarantine (Lengow's data unreadable)",
+    "dead_letters": "Dead letters",
+}
+
+
+@app.command()
+def attention(
+    lead_hours: Annotated[
+        float, typer.Option(help="How near a deadline counts (DEADLINE_LEAD_HOURS).")
+    ] = 6.0,
+) -> None:
+    """What needs a person now, the most urgent first. Exits 1 when anything does (for cron
+    and monitors), 0 when nothing does."""
+    found = run(attention_of(settings(), datetime.now(UTC), timedelta(hours=lead_hours)))
+    waiting = sum(len(rows) for rows in found.values())
+    if state.as_json:
+        emit(found, "")
+    elif not waiting:
+        console.print("nothing needs attention")
+    else:
+        for group, rows in found.items():
+            if rows:
+                console.print(_table(f"{ATTENTION_TITLES[group]}: {len(rows)}", rows))
+    raise typer.Exit(ExitCode.REFUSED if waiting else ExitCode.OK)
+
+
+@app.command()
+def report(
+    day: Annotated[
+        str | None, typer.Option("--date", help="The day (UTC) to reconcile; yesterday by default.")
+    ] = None,
+    stuck_days: Annotated[
+        float, typer.Option(help="How long unchanged in refunding or waiting_shipment is stuck.")
+    ] = 3.0,
+    email: Annotated[
+        bool, typer.Option(help="Also email it to OPS_REPORT_EMAIL (the notifier's SMTP).")
+    ] = False,
+) -> None:
+    """The daily reconciliation: what only the 3-day catch-up found, stuck orders, actions
+    and invoices that failed. Run it from cron once a day (see the README)."""
+    try:
+        when = date.fromisoformat(day) if day else datetime.now(UTC).date() - timedelta(days=1)
+    except ValueError:
+        errors.print(f"--date must be a day such as 2026-12-01, not {day!r}")
+        raise typer.Exit(ExitCode.USAGE) from None
+    found = run(report_of(settings(), when, timedelta(days=stuck_days)))
+    if state.as_json:
+        emit(found, "")
+    else:
+        console.print(f"Reconciliation of {found['day']} (UTC)")
+        for section, rows in found.items():
+            title = f"{section.replace('_', ' ')}: {len(rows)}"
+            if section != "day":
+                console.print(_table(title, rows) if rows else title)
+    if email:
+        to = settings().ops_report_email
+        if not to:
+            errors.print("OPS_REPORT_EMAIL is not set: the report was not emailed")
+            raise typer.Exit(ExitCode.USAGE)
+        run(email_report(found, to))
+        errors.print(f"emailed to {to}")
 
 
 @dlq.command(name="list")

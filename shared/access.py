@@ -63,6 +63,8 @@ EMITS: dict[str, tuple[EventType, ...]] = {
         EventType.COMMAND_REJECTED,
         EventType.ORDER_ACTION_REQUESTED,
         EventType.ORDER_LINK_REQUESTED,
+        EventType.ORDER_DEADLINE_APPROACHING,
+        EventType.ORDER_DEADLINE_MISSED,
     ),
     "notifier": (
         EventType.INVOICE_SENT,

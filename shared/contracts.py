@@ -46,6 +46,13 @@ MANOMANO_STATUS: dict[LengowStatus, str | None] = {
 }
 
 
+#: Nothing more is expected of the seller (the processor's lifecycle derives the same set from
+#: its moves, and a test holds them equal): the poller stops re-reading these orders.
+SETTLED_LENGOW_STATUSES = frozenset(
+    {LengowStatus.REFUSED, LengowStatus.CANCELED, LengowStatus.REFUNDED, LengowStatus.CLOSED}
+)
+
+
 class EventType(StrEnum):
     ORDER_CHANGED = "order.changed"
     ORDER_STATUS_CHANGED = "order.status_changed"
@@ -64,6 +71,8 @@ class EventType(StrEnum):
     CREDIT_NOTE_FAILED = "credit_note.failed"
     MARKETPLACE_RULES_CHANGED = "marketplace.rules_changed"
     ORDER_LINK_REQUESTED = "order.link_requested"
+    ORDER_DEADLINE_APPROACHING = "order.deadline_approaching"
+    ORDER_DEADLINE_MISSED = "order.deadline_missed"
 
 
 class CommandType(StrEnum):
@@ -166,6 +175,9 @@ class OrderSnapshot(OrderRef):
     is_delivered_by_marketplace: bool = False
     billing_address: Address | None = None
     packages: list[Package] = Field(default_factory=list)
+    #: The poller's source the order was read from (LENGOW_SOURCES' name, e.g. "ManoMano
+    #: Fulfillment"); None in snapshots published before sources were named.
+    lengow_source: str | None = None
 
     def lines(self) -> list[CartLine]:
         return [line for package in self.packages for line in package.cart]
@@ -233,6 +245,23 @@ class OrderTransitionRejected(OrderRef):
     observed_status: LengowStatus
     observed_at: datetime
     reason: str
+
+
+class Deadline(StrEnum):
+    #: ManoMano's acceptance delay after the order date (a setting, 48 hours by default).
+    ACCEPTANCE = "acceptance"
+    #: Lengow's max_shipping_date of the order's lines (the earliest), else the order's
+    #: shipping_deadline.
+    SHIPMENT = "shipment"
+
+
+class OrderDeadline(OrderRef):
+    """An order that still waits on the seller near (``order.deadline_approaching``) or past
+    (``order.deadline_missed``) one of its deadlines: said once per order, deadline and phase."""
+
+    deadline: Deadline
+    due_at: datetime
+    status: LengowStatus
 
 
 # --- Commands and their answers ------------------------------------------------------------
@@ -456,4 +485,6 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.CREDIT_NOTE_FAILED: CreditNoteFailed,
     EventType.MARKETPLACE_RULES_CHANGED: MarketplaceRulesChanged,
     EventType.ORDER_LINK_REQUESTED: OrderLinkRequested,
+    EventType.ORDER_DEADLINE_APPROACHING: OrderDeadline,
+    EventType.ORDER_DEADLINE_MISSED: OrderDeadline,
 }

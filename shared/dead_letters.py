@@ -97,3 +97,20 @@ async def replay_dead_letters(amqp_url: str, queue: str, limit: int = 1000) -> i
             await message.ack()
             replayed += 1
     return replayed
+
+
+async def dead_letter_counts(amqp_url: str, queues: list[str]) -> dict[str, int]:
+    """How many messages wait in each queue's dead-letter queue (a passive look)."""
+    counts: dict[str, int] = {}
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for queue in queues:
+            channel = await connection.channel()
+            try:
+                dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
+            except aio_pika.exceptions.ChannelClosed:  # never declared here: none
+                continue
+            result = dlq.declaration_result
+            counts[queue] = int(result.message_count or 0) if result is not None else 0
+            await channel.close()
+    return counts

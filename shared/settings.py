@@ -35,6 +35,8 @@ class ServiceSettings(BaseSettings):
     command_senders: dict[str, list[str]] = Field(
         default_factory=lambda: {"*": [broker_user(ORDERSCTL), "guest"]}
     )
+    #: Where ``ordersctl report --email`` sends the daily reconciliation.
+    ops_report_email: str | None = None
     #: Seconds a publish waits for the broker's confirms before it fails (and is sent again).
     publish_confirm_timeout: float = Field(default=30.0, gt=0)
     #: Seconds between two rounds of the retention rules (shared/retention.py).

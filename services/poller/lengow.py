@@ -473,6 +473,21 @@ class LengowClient:
             f"the orders kept changing while being read ({max_restarts} restarts)"
         )
 
+    async def order(
+        self, account_id: int, marketplace: str, order_id: str
+    ) -> dict[str, Any] | None:
+        """One order as Lengow has it now (the orders list filtered on its id), or None."""
+        found = await self.get(
+            ORDERS_ROUTE,
+            {
+                "account_id": account_id,
+                "marketplace": marketplace,
+                "marketplace_order_id": order_id,
+            },
+        )
+        results = found.get("results") if isinstance(found, dict) else None
+        return results[0] if results else None
+
     async def actions(self, **params: Any) -> list[dict[str, Any]]:
         """Every action matching the documented filters, all pages."""
         found: list[dict[str, Any]] = []

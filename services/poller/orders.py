@@ -44,9 +44,10 @@ def _is_blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def parse_order(raw: dict[str, Any]) -> OrderSnapshot:
+def parse_order(raw: dict[str, Any], source: str | None = None) -> OrderSnapshot:
     """Raises ``pydantic.ValidationError`` for an order that cannot be understood."""
     data = blank_text_as_missing(raw)
+    data["lengow_source"] = source
     currency = data.get("currency")
     if isinstance(currency, dict):
         data["currency"] = currency.get("iso_a3")

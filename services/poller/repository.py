@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from shared.contracts import OrderActionRequested
+from shared.contracts import SETTLED_LENGOW_STATUSES, OrderActionRequested, OrderSnapshot
 from shared.database import Connection, session_lock
 from shared.retention import RetentionRule
 from shared.unit_of_work import UnitOfWork
@@ -68,19 +68,70 @@ class PollerRepository:
         )
         return {(r["marketplace"], r["marketplace_order_id"]): r["fingerprint"] for r in rows}
 
-    async def save_fingerprints(self, source: str, rows: list[tuple[str, str, str]]) -> None:
+    async def save_fingerprints(self, source: str, rows: list[tuple[str, str, str, str]]) -> None:
+        """(marketplace, order id, fingerprint, Lengow status) of each order published."""
         if not rows:
             return
-        marketplaces, ids, digests = (list(column) for column in zip(*rows, strict=True))
+        marketplaces, ids, digests, statuses = (list(column) for column in zip(*rows, strict=True))
         await self._pool.execute(
-            "INSERT INTO fingerprints (marketplace, marketplace_order_id, fingerprint, source)"
-            " SELECT m, i, f, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS r(m, i, f)"
+            "INSERT INTO fingerprints (marketplace, marketplace_order_id, fingerprint, source,"
+            " lengow_status) SELECT m, i, f, $4, s FROM unnest($1::text[], $2::text[],"
+            " $3::text[], $5::text[]) AS r(m, i, f, s)"
             " ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET"
-            " fingerprint = excluded.fingerprint, source = excluded.source, published_at = now()",
+            " fingerprint = excluded.fingerprint, source = excluded.source,"
+            " lengow_status = excluded.lengow_status, published_at = now()",
             marketplaces,
             ids,
             digests,
             source,
+            statuses,
+        )
+
+    async def open_orders(
+        self, source: str, published_before: datetime, limit: int
+    ) -> list[tuple[str, str, str]]:
+        """(marketplace, order id, status last published) of the source's orders not in a
+        final status and not published since ``published_before``, the oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT marketplace, marketplace_order_id, lengow_status FROM fingerprints"
+            " WHERE source = $1 AND published_at < $2 AND lengow_status IS NOT NULL"
+            " AND lengow_status <> ALL($4::text[]) ORDER BY published_at LIMIT $3",
+            source,
+            published_before,
+            limit,
+            sorted(status.value for status in SETTLED_LENGOW_STATUSES),
+        )
+        return [(r["marketplace"], r["marketplace_order_id"], r["lengow_status"]) for r in rows]
+
+    async def note_catchup_finds(
+        self,
+        source: str,
+        found: Sequence[tuple[OrderSnapshot, str]],
+        known: Mapping[OrderKey, str],
+        kind: str | None = None,
+    ) -> None:
+        """What the polls missed (new or changed), or, with ``kind``, what the re-read of
+        open orders found (drifted)."""
+        if not found:
+            return
+        rows = [
+            (
+                snapshot.marketplace,
+                snapshot.marketplace_order_id,
+                kind
+                or (
+                    "changed"
+                    if (snapshot.marketplace, snapshot.marketplace_order_id) in known
+                    else "new"
+                ),
+                snapshot.lengow_status.value,
+            )
+            for snapshot, _ in found
+        ]
+        await self._pool.executemany(
+            "INSERT INTO catchup_finds (source, marketplace, marketplace_order_id, kind,"
+            " lengow_status) VALUES ($1, $2, $3, $4, $5)",
+            [(source, *row) for row in rows],
         )
 
     async def source_of(self, marketplace: str, order_id: str) -> str | None:

@@ -34,6 +34,9 @@ from shared.messaging import describe_validation_error
 log = get_logger(__name__)
 
 SOURCE = "poller"
+#: Open orders older than the catch-up's window read again per source and day (one call
+#: each, from the same budget as the polls): the oldest first, the rest on the next days.
+REREAD_LIMIT = 500
 #: A clock further than this from Lengow's is worth an operator's look.
 CLOCK_SKEW_WARNING_SECONDS = 60.0
 
@@ -184,7 +187,40 @@ class OrderSync:
         )
         if report.error is None and not report.locked_out:
             await self._repository.record_catchup(source.name, now.date())
+            try:
+                await self.reread_open_orders(source, now)
+            except LengowError as exc:  # tomorrow's re-read tries again
+                log.warning("reread.failed", source=source.name, error=str(exc))
         return report
+
+    async def reread_open_orders(self, source: LengowSource, now: datetime) -> int:
+        """Read again at Lengow the orders older than the catch-up's window that are not in a
+        final status, and publish those whose status there differs from the last one
+        published (noted for the daily report as drifted); returns how many differed."""
+        before = now - timedelta(days=self._settings.catchup_days)
+        client = self._clients[source.name]
+        drifted: list[tuple[OrderSnapshot, str]] = []
+        for marketplace, order_id, published in await self._repository.open_orders(
+            source.name, before, REREAD_LIMIT
+        ):
+            raw = await client.order(source.account_id, marketplace, order_id)
+            if raw is None:
+                continue
+            try:
+                snapshot = parse_order(raw, source.name)
+            except ValidationError:
+                continue  # the next poll that reads it quarantines it with its reason
+            if snapshot.lengow_status.value != published:
+                drifted.append((snapshot, fingerprint(raw)))
+        correlation = str(uuid.uuid4())
+        await asyncio.gather(*(self._publish_order(s, correlation) for s, _ in drifted))
+        await self._repository.save_fingerprints(
+            source.name,
+            [(s.marketplace, s.marketplace_order_id, d, s.lengow_status.value) for s, d in drifted],
+        )
+        await self._repository.note_catchup_finds(source.name, drifted, {}, kind="drifted")
+        log.info("reread.done", source=source.name, drifted=len(drifted))
+        return len(drifted)
 
     async def poll(
         self, source: LengowSource, kind: schedule.PollKind, window: schedule.Window
@@ -265,7 +301,7 @@ class OrderSync:
         quarantined: list[tuple[str, str, str, str, dict[str, Any], datetime]] = []
         for raw in page:
             try:
-                snapshot = parse_order(raw)
+                snapshot = parse_order(raw, source.name)
             except ValidationError as exc:
                 quarantined.append(self._quarantined(source, raw, exc, report))
                 continue
@@ -292,6 +328,8 @@ class OrderSync:
         ]
         report.unchanged += len(parsed) - len(changed)
         if report.kind == "catchup":
+            # What the polls missed, for the daily report.
+            await session.note_catchup_finds(source.name, changed, known)
             # Every order of the window again, changed or not: whatever was lost downstream
             # (a dead letter, a restored backup) is repaired by the next catch-up; the
             # processor ignores the snapshots it already has.
@@ -302,7 +340,11 @@ class OrderSync:
             *(self._publish_order(snapshot, report.correlation_id) for snapshot, _ in changed)
         )
         await session.save_fingerprints(
-            source.name, [(s.marketplace, s.marketplace_order_id, digest) for s, digest in changed]
+            source.name,
+            [
+                (s.marketplace, s.marketplace_order_id, digest, s.lengow_status.value)
+                for s, digest in changed
+            ],
         )
         report.published += len(changed)
         ORDERS_PUBLISHED.labels(source.name).inc(len(changed))

@@ -7,8 +7,8 @@ from datetime import timedelta
 import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
-from pydantic import Field
 
+from services.processor.deadline_watch import DeadlineWatch
 from services.processor.handlers import (
     CommandHandler,
     handle_order_changes,
@@ -17,6 +17,7 @@ from services.processor.handlers import (
 )
 from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
+from services.processor.settings import ProcessorSettings
 from shared.access import EMITS
 from shared.consumers import BatchConsumer
 from shared.contracts import (
@@ -41,7 +42,6 @@ from shared.service import (
     service_ops,
     service_publisher,
 )
-from shared.settings import ServiceSettings
 from shared.topology import (
     consumer_queue,
     declare_topology,
@@ -50,19 +50,6 @@ from shared.topology import (
 )
 
 log = get_logger("services.processor")
-
-
-class ProcessorSettings(ServiceSettings):
-    processor_db_schema: str = "processor"
-    processor_ops_port: int = 9101
-    processor_db_pool_size: int = 10
-    #: Most order.changed deliveries committed in one transaction (and acknowledged at once).
-    processor_batch_size: int = Field(default=500, gt=0, le=5000)
-    #: Carrier and refund reason codes to check commands against until Lengow's marketplaces
-    #: document has been read once (it then replaces them). None by default: a value that
-    #: cannot be checked is refused rather than sent on trust.
-    marketplace_carriers: list[str] = Field(default_factory=list)
-    marketplace_refund_reasons: list[str] = Field(default_factory=list)
 
 
 class Processor:
@@ -86,7 +73,11 @@ class Processor:
             settings.amqp_url.get_secret_value(),
             self.order_changed_queue,
             Envelope[OrderSnapshot],
-            lambda envelopes: handle_order_changes(self.unit_of_work, envelopes),
+            lambda envelopes: handle_order_changes(
+                self.unit_of_work,
+                envelopes,
+                timedelta(hours=settings.acceptance_delay_hours),
+            ),
             self.publisher,
             prefetch=2 * settings.processor_batch_size,
             max_batch=settings.processor_batch_size,
@@ -139,6 +130,11 @@ class Processor:
             description="Frees an order's ship or refund once the marketplace refused it.",
         )
         self._settlers = (command_consumer, rules, failures)
+        self.deadlines = DeadlineWatch(
+            self.unit_of_work,
+            lead=timedelta(hours=settings.deadline_lead_hours),
+            interval=settings.deadline_check_seconds,
+        )
 
     def described(self) -> RabbitBroker:
         """For the AsyncAPI document: the queue consumed outside FastStream."""
@@ -187,6 +183,7 @@ class Processor:
         )
         self._pruner.start()
         await self.order_changes.start()
+        self.deadlines.start()
         await self.ops.start()
         log.info("processor.started", schema=self.settings.processor_db_schema)
 
@@ -195,10 +192,13 @@ class Processor:
         rows = await self.pool.fetch("SELECT lengow_status, count(*) AS n FROM orders GROUP BY 1")
         for row in rows:
             ORDERS_BY_STATUS.labels(row["lengow_status"]).set(row["n"])
+        async with self.unit_of_work() as uow:
+            await self.deadlines.refresh_metrics(uow)
 
     async def close(self) -> None:
         await self.ops.stop()
         await self.order_changes.stop()
+        await self.deadlines.stop()
         for settler in self._settlers:
             await settler.stop()
         if self._pruner is not None:

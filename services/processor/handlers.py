@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 
-from services.processor import commands, lifecycle
+from services.processor import commands, deadlines, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
+from services.processor.deadlines import DEFAULT_ACCEPTANCE_DELAY
 from services.processor.metrics import COMMANDS, TRANSITIONS
 from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
 from services.processor.rules import MarketplaceRules
@@ -59,7 +60,9 @@ log = get_logger(__name__)
 
 
 async def handle_order_changes(
-    new_uow: Callable[[], ProcessorUnitOfWork], envelopes: Sequence[Envelope[OrderSnapshot]]
+    new_uow: Callable[[], ProcessorUnitOfWork],
+    envelopes: Sequence[Envelope[OrderSnapshot]],
+    acceptance_delay: timedelta = DEFAULT_ACCEPTANCE_DELAY,
 ) -> None:
     """Apply a batch of observed snapshots in one transaction.
 
@@ -88,7 +91,11 @@ async def handle_order_changes(
         changes = OrderChanges()
         for envelope in todo:
             _observe(envelope, states, awaiting, changes)
-        await uow.orders.save_many(changes.saved)
+        due = {
+            key: deadlines.due_dates(snapshot, acceptance_delay)
+            for key, (_, snapshot) in changes.saved.items()
+        }
+        await uow.orders.save_many(changes.saved, due)
         await uow.orders.add_transitions(changes.transitions)
         await uow.commands.complete_many(changes.completed_commands)
         await uow.outbox.add_many(EVENTS.name, changes.events)

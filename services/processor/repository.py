@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.processor.deadlines import PENDING_ON, DueDates
 from services.processor.lifecycle import SETTLED_STATUSES, OrderState
-from shared.contracts import MANOMANO_STATUS, Address, LengowStatus, OrderRef, OrderSnapshot
+from shared.contracts import (
+    MANOMANO_STATUS,
+    Address,
+    Deadline,
+    LengowStatus,
+    OrderRef,
+    OrderSnapshot,
+)
 from shared.database import Connection
 from shared.retention import RetentionRule
 from shared.unit_of_work import UnitOfWork
@@ -70,7 +79,9 @@ class OrderRepository:
         }
 
     async def save_many(
-        self, saved: dict[tuple[str, str], tuple[OrderState, OrderSnapshot]]
+        self,
+        saved: dict[tuple[str, str], tuple[OrderState, OrderSnapshot]],
+        due: Mapping[tuple[str, str], DueDates] | None = None,
     ) -> None:
         if not saved:
             return
@@ -85,8 +96,9 @@ class OrderRepository:
                 state.source_updated_at,
                 state.version,
                 state.shipment_announced,
+                *_due_columns((due or {}).get(key)),
             )
-            for state, snapshot in saved.values()
+            for key, (state, snapshot) in saved.items()
         ]
         # One statement for the whole batch; the snapshot goes as JSON text, serialised by
         # pydantic rather than by the json codec.
@@ -94,10 +106,11 @@ class OrderRepository:
             """
             INSERT INTO orders AS o (marketplace, marketplace_order_id, lengow_status,
                 manomano_status, is_delivered_by_marketplace, snapshot, source_updated_at,
-                version, shipment_announced)
-            SELECT m, i, s, ms, d, j::jsonb, u, v, a FROM unnest($1::text[], $2::text[],
-                $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[], $8::int[],
-                $9::bool[]) AS r(m, i, s, ms, d, j, u, v, a)
+                version, shipment_announced, acceptance_due_at, shipment_due_at)
+            SELECT m, i, s, ms, d, j::jsonb, u, v, a, ad, sd FROM unnest($1::text[],
+                $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::timestamptz[],
+                $8::int[], $9::bool[], $10::timestamptz[], $11::timestamptz[])
+                AS r(m, i, s, ms, d, j, u, v, a, ad, sd)
             ON CONFLICT (marketplace, marketplace_order_id) DO UPDATE SET
                 lengow_status = excluded.lengow_status,
                 manomano_status = excluded.manomano_status,
@@ -106,6 +119,8 @@ class OrderRepository:
                 source_updated_at = excluded.source_updated_at,
                 version = excluded.version,
                 shipment_announced = excluded.shipment_announced,
+                acceptance_due_at = excluded.acceptance_due_at,
+                shipment_due_at = excluded.shipment_due_at,
                 updated_at = now()
             """,
             *_columns(rows),
@@ -136,6 +151,10 @@ class OrderRepository:
             " $6::text[], $7::timestamptz[], $8::uuid[], $9::text[], $10::text[])",
             *_columns(rows),
         )
+
+
+def _due_columns(due: DueDates | None) -> tuple[datetime | None, datetime | None]:
+    return (None, None) if due is None else (due.acceptance, due.shipment)
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -305,15 +324,101 @@ class MarketplaceRulesRepository:
         return saved is not None
 
 
+@dataclass(frozen=True)
+class PendingDeadline:
+    marketplace: str
+    marketplace_order_id: str
+    status: LengowStatus
+    deadline: Deadline
+    due_at: datetime
+
+
+#: The orders still waiting on the seller for each deadline, and when it falls due: one
+#: SELECT per deadline, joined by the queries below.
+_PENDING = " UNION ALL ".join(
+    f"SELECT marketplace, marketplace_order_id, lengow_status, '{deadline.value}' AS deadline,"
+    f" {deadline.value}_due_at AS due_at FROM orders"
+    f" WHERE lengow_status IN ({', '.join(repr(s.value) for s in sorted(statuses))})"
+    f" AND {deadline.value}_due_at IS NOT NULL"
+    for deadline, statuses in PENDING_ON.items()
+)
+
+
+class DeadlineRepository:
+    """The deadlines orders wait on, and the alerts said about them."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def unsaid(self, now: datetime, lead: timedelta, limit: int) -> list[PendingDeadline]:
+        """Orders within ``lead`` of a deadline or past it whose alert for that phase was not
+        said yet."""
+        rows = await self._conn.fetch(
+            f"""
+            SELECT p.* FROM ({_PENDING}) AS p
+            WHERE p.due_at <= $1 AND NOT EXISTS (
+                SELECT 1 FROM deadline_alerts a
+                WHERE a.marketplace = p.marketplace
+                  AND a.marketplace_order_id = p.marketplace_order_id
+                  AND a.deadline = p.deadline
+                  AND a.phase = CASE WHEN p.due_at <= $2 THEN 'missed' ELSE 'approaching' END)
+            ORDER BY p.due_at LIMIT $3
+            """,
+            now + lead,
+            now,
+            limit,
+        )
+        return [
+            PendingDeadline(
+                marketplace=row["marketplace"],
+                marketplace_order_id=row["marketplace_order_id"],
+                status=LengowStatus(row["lengow_status"]),
+                deadline=Deadline(row["deadline"]),
+                due_at=row["due_at"],
+            )
+            for row in rows
+        ]
+
+    async def record(self, pending: PendingDeadline, phase: str) -> bool:
+        """Note the alert; False when it was already said (another processor was first)."""
+        said = await self._conn.fetchval(
+            "INSERT INTO deadline_alerts (marketplace, marketplace_order_id, deadline, phase,"
+            " due_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+            pending.marketplace,
+            pending.marketplace_order_id,
+            pending.deadline.value,
+            phase,
+            pending.due_at,
+        )
+        return bool(said)
+
+    async def standing(self, now: datetime, lead: timedelta) -> dict[tuple[str, str], int]:
+        """How many orders are at risk (within ``lead``) and late, per deadline."""
+        rows = await self._conn.fetch(
+            f"""
+            SELECT deadline, CASE WHEN due_at <= $2 THEN 'late' ELSE 'at_risk' END AS state,
+                count(*) AS n
+            FROM ({_PENDING}) AS p WHERE due_at <= $1 GROUP BY 1, 2
+            """,
+            now + lead,
+            now,
+        )
+        counts = {(d.value, state): 0 for d in Deadline for state in ("at_risk", "late")}
+        counts.update({(row["deadline"], row["state"]): row["n"] for row in rows})
+        return counts
+
+
 class ProcessorUnitOfWork(UnitOfWork):
     orders: OrderRepository
     commands: CommandRepository
     rules: MarketplaceRulesRepository
+    deadlines: DeadlineRepository
 
     def bind(self, conn: Connection) -> None:
         self.orders = OrderRepository(conn)
         self.commands = CommandRepository(conn)
         self.rules = MarketplaceRulesRepository(conn)
+        self.deadlines = DeadlineRepository(conn)
 
 
 #: What identifies a customer in an address; the country stays (it decides the VAT).

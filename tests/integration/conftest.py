@@ -16,7 +16,8 @@ from services.notifier.app import create_app as notifier_app
 from services.notifier.settings import NotifierSettings
 from services.poller.app import Poller
 from services.poller.settings import PollerSettings
-from services.processor.app import Processor, ProcessorSettings, create_app
+from services.processor.app import Processor, create_app
+from services.processor.settings import ProcessorSettings
 from shared.database import register_json_codecs
 from shared.topology import declare_topology
 from tests.bus import delete_queues, publish

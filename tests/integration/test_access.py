@@ -16,8 +16,8 @@ import pytest
 from sandbox.marketplace import now
 from services.notifier.app import create_app as notifier_app
 from services.poller.app import create_app as poller_app
-from services.processor.app import ProcessorSettings
 from services.processor.app import create_app as processor_app
+from services.processor.settings import ProcessorSettings
 from shared.access import ORDERSCTL, SERVICES, provision_locally
 from shared.command_client import send_command
 from tests.bus import delete_queues

@@ -17,6 +17,7 @@ from sandbox.marketplace import now
 from services.poller.app import Poller
 from services.processor.app import Processor
 from tests.bus import publish
+from tests.conftest import SmtpSink
 from tests.factories import ORDER, encode, envelope, order_snapshot
 from tests.integration.conftest import RunningSandbox, order_at
 
@@ -24,7 +25,11 @@ pytestmark = pytest.mark.integration
 
 
 async def ordersctl(
-    amqp_url: str, database_url: str, *args: str, columns: int = 200
+    amqp_url: str,
+    database_url: str,
+    *args: str,
+    columns: int = 200,
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -36,6 +41,7 @@ async def ordersctl(
             "AMQP_URL": amqp_url,
             "DATABASE_URL": database_url,
             "COLUMNS": str(columns),
+            **(env or {}),
         },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -168,3 +174,79 @@ async def test_show_tells_whether_the_order_is_marked_imported_at_lengow(
         imported["merchant_order_id"]
         == sandbox.marketplace.orders[order.id].raw["merchant_order_id"][0]
     )
+
+
+async def test_attention_list_by_source_and_the_daily_report(
+    amqp_url: str,
+    database_url: str,
+    processor: Processor,
+    db: asyncpg.Connection,
+    smtp_sink: SmtpSink,
+) -> None:
+    from datetime import UTC, datetime
+
+    placed = datetime.now(UTC) - timedelta(hours=50)  # two hours past the acceptance delay
+    late = order_snapshot("M-LATE", "waiting_acceptance", marketplace_order_date=placed.isoformat())
+    late["lengow_source"] = "ManoMano Fulfillment"
+    stuck = order_snapshot("M-STUCK", "waiting_shipment")  # unchanged since the base time
+    stuck["lengow_source"] = "ManoMano Standard"
+    for snapshot in (late, stuck):
+        await publish(amqp_url, "orders.events", "order.changed", encode(envelope(snapshot)))
+    for _ in range(100):
+        if await db.fetchval("SELECT count(*) FROM orders") == 2:
+            break
+        await asyncio.sleep(0.1)
+
+    code, output = await ordersctl(
+        amqp_url, database_url, "list", "--source", "ManoMano Fulfillment", "--json"
+    )
+    assert code == 0, output
+    assert [(r["marketplace_order_id"], r["source"]) for r in json.loads(output)] == [
+        ("M-LATE", "ManoMano Fulfillment")
+    ]
+
+    code, output = await ordersctl(amqp_url, database_url, "show", "M-LATE", "--json")
+    assert code == 0, output
+    deadlines = {d["deadline"]: d for d in json.loads(output)["deadlines"]}
+    assert deadlines["acceptance"]["pending"] is True
+    assert datetime.fromisoformat(deadlines["acceptance"]["due_at"]) == placed + timedelta(hours=48)
+    assert deadlines["shipment"]["pending"] is False
+
+    code, output = await ordersctl(amqp_url, database_url, "attention", "--json")
+    found = json.loads(output)
+    assert code == 1, output  # something needs a person: cron and monitors see it
+    assert [(d["marketplace_order_id"], d["deadline"], d["state"]) for d in found["deadlines"]] == [
+        ("M-LATE", "acceptance", "late")
+    ]
+    code, output = await ordersctl(amqp_url, database_url, "attention")
+    assert code == 1 and "Orders near or past a deadline: 1" in output, output
+
+    today = datetime.now(UTC).date().isoformat()
+    code, output = await ordersctl(
+        amqp_url,
+        database_url,
+        "report",
+        "--date",
+        today,
+        "--email",
+        env={"OPS_REPORT_EMAIL": "ops@example.fr", "SMTP_PORT": str(smtp_sink.port)},
+    )
+    assert code == 0, output
+    assert "emailed to ops@example.fr" in output
+    (mail,) = smtp_sink.messages()
+    assert mail["To"] == "ops@example.fr" and today in mail["Subject"]
+    assert "stuck: 1" in mail.get_content() and "M-STUCK" in mail.get_content()
+    code, output = await ordersctl(amqp_url, database_url, "report", "--date", today, "--json")
+    report = json.loads(output)
+    assert [r["marketplace_order_id"] for r in report["stuck"]] == ["M-STUCK"]
+    assert set(report) == {
+        "day",
+        "found_only_by_the_catchup",
+        "status_differed_at_lengow",
+        "stuck",
+        "actions_failed",
+        "commands_rejected",
+        "documents_failed",
+    }
+    code, output = await ordersctl(amqp_url, database_url, "report", "--date", "yesterday")
+    assert code == 2 and "--date must be a day" in output

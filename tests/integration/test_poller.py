@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+import asyncpg
 import pytest
 
 from sandbox.marketplace import now
@@ -100,6 +101,36 @@ async def test_the_catchup_publishes_every_order_of_its_window_again(
     assert (second.fetched, second.published, second.unchanged) == (30, 30, 29)
     assert second.republished == 29
     assert sorted(published_ids(events)) == sorted(ids)
+
+
+async def test_open_orders_older_than_the_catchup_are_read_again_and_drift_is_repaired(
+    amqp_url: str, database_url: str, sandbox: RunningSandbox, poller_factory: StartPoller
+) -> None:
+    """An order out of the catch-up's 3 days whose status changed at Lengow without the polls
+    seeing it (its change predates their window) is re-read once a day: published again, and
+    noted for the daily report."""
+    ids = create_orders(sandbox, 6)
+    poller = await poller_factory()
+    await poller.sync.catchup(source(poller))
+    sandbox.marketplace.move(ids[0], "waiting_shipment", now())
+    days_later = now() + timedelta(days=4)  # every fingerprint is now older than the window
+    async with recording(amqp_url, "orders.events", "order.changed") as events:
+        assert await poller.sync.reread_open_orders(source(poller), days_later) == 1
+        await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 1)
+        await asyncio.sleep(0.3)
+    assert published_ids(events) == [ids[0]]
+    # Published as it is now: the next re-read finds nothing more to say.
+    assert await poller.sync.reread_open_orders(source(poller), days_later) == 0
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": "poller"})
+    try:
+        finds = await conn.fetch(
+            "SELECT marketplace_order_id, kind, lengow_status FROM catchup_finds ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    # No poll ran before the catch-up: it found all six, then the re-read the one that moved.
+    assert [row["kind"] for row in finds[:6]] == ["new"] * 6
+    assert [tuple(row) for row in finds[6:]] == [(ids[0], "drifted", "waiting_shipment")]
 
 
 async def test_watermark_moves_after_success_and_the_next_window_overlaps(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -328,3 +330,89 @@ async def test_a_snapshot_dated_in_the_future_is_refused(
     assert [m.message_id for m in dead] == [message_id]
     assert "minutes ahead of now" in dead[0].headers["x-rejection-reason"]
     assert await db.fetchval("SELECT count(*) FROM orders") == 0
+
+
+async def test_deadlines_are_said_once_each_whatever_the_number_of_processors(
+    amqp_url: str, processor: Processor, db: asyncpg.Connection
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.processor.deadline_watch import DeadlineWatch
+    from services.processor.metrics import ORDERS_BY_DEADLINE
+
+    now = datetime.now(UTC)
+
+    def ships_by(order_id: str, due: datetime) -> dict[str, object]:
+        snapshot = order_snapshot(order_id, status="waiting_shipment")
+        for line in snapshot["packages"][0]["cart"]:
+            line["max_shipping_date"] = due.isoformat()
+        return snapshot
+
+    late = order_snapshot(
+        "M-LATE",
+        status="waiting_acceptance",
+        marketplace_order_date=(now - timedelta(hours=50)).isoformat(),
+    )
+    async with recording(amqp_url, "orders.events", "order.*") as recorder:
+
+        class Alerts:
+            @property
+            def messages(self) -> list[dict[str, object]]:
+                return [m for m in recorder.messages if str(m["type"]).startswith("order.dead")]
+
+            def of_type(self, type_: str) -> list[dict[str, Any]]:
+                return recorder.of_type(type_)
+
+            async def wait_for(self, predicate: Callable[[Alerts], bool]) -> None:
+                await recorder.wait_for(lambda _: predicate(self))
+
+        events = Alerts()
+        for snapshot in (late, ships_by("M-SOON", now + timedelta(hours=2))):
+            await publish_order(amqp_url, envelope(snapshot))
+        await publish_order(amqp_url, envelope(ships_by("M-CALM", now + timedelta(days=3))))
+        await settle(processor, db, 3)
+        # Two more processors look at once, beside the running one's own watch.
+        watches = [
+            DeadlineWatch(processor.unit_of_work, lead=timedelta(hours=6), interval=60)
+            for _ in range(2)
+        ]
+        await asyncio.gather(*(watch.say_due_alerts() for watch in watches))
+        assert await watches[0].say_due_alerts() == 0
+        await events.wait_for(lambda r: len(r.messages) >= 2)
+        await settle(processor, db, 3)
+        said = sorted(
+            (e["type"], e["data"]["marketplace_order_id"], e["data"]["deadline"])
+            for e in events.messages
+        )
+        assert said == [
+            ("order.deadline_approaching", "M-SOON", "shipment"),
+            ("order.deadline_missed", "M-LATE", "acceptance"),
+        ]
+        missed = events.of_type("order.deadline_missed")[0]["data"]
+        assert missed["status"] == "waiting_acceptance"
+        assert datetime.fromisoformat(missed["due_at"]) == now - timedelta(hours=2)
+
+        async with processor.unit_of_work() as uow:
+            await watches[0].refresh_metrics(uow)
+        assert ORDERS_BY_DEADLINE.labels("acceptance", "late")._value.get() == 1
+        assert ORDERS_BY_DEADLINE.labels("shipment", "at_risk")._value.get() == 1
+
+        # Three hours on, the shipment is missed: said once more, and only that.
+        later = DeadlineWatch(
+            processor.unit_of_work,
+            lead=timedelta(hours=6),
+            interval=60,
+            clock=lambda: now + timedelta(hours=3),
+        )
+        assert await later.say_due_alerts() == 1
+        assert await later.say_due_alerts() == 0
+        await events.wait_for(lambda r: len(r.messages) >= 3)
+        await settle(processor, db, 3)
+        assert [
+            e["data"]["marketplace_order_id"] for e in events.of_type("order.deadline_missed")
+        ] == [
+            "M-LATE",
+            "M-SOON",
+        ]
+    stored = await db.fetch("SELECT marketplace_order_id, deadline, phase FROM deadline_alerts")
+    assert len(stored) == 3

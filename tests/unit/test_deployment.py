@@ -12,7 +12,7 @@ import yaml
 
 from services.notifier.settings import NotifierSettings
 from services.poller.settings import PollerSettings
-from services.processor.app import ProcessorSettings
+from services.processor.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Read by docker compose itself (interpolation, images), not by the services.
@@ -24,6 +24,9 @@ COMPOSE_ONLY = {
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
     "POSTGRES_DB",
+    "GRAFANA_ADMIN_PASSWORD",
+    "GF_SECURITY_ADMIN_PASSWORD",
+    "GF_USERS_ALLOW_SIGN_UP",
 }
 #: Read by the provision service (shared/access.py): the administrator's URLs and each
 #: service's password.
@@ -54,7 +57,7 @@ def test_every_service_command_names_a_module_that_exists(compose: dict[str, Any
     commands = {
         name: service["command"]
         for name, service in compose["services"].items()
-        if "command" in service
+        if "command" in service and service.get("image") == "lengow-orders:latest"
     }
     assert set(commands) == {"processor", "poller", "notifier", "sandbox", "provision"}
     for name, command in commands.items():
@@ -87,7 +90,12 @@ def test_services_wait_for_healthy_infrastructure(compose: dict[str, Any]) -> No
         assert "ports" not in services[name], f"{name} must scale: it publishes no port"
     for name in services:
         assert "healthcheck" in services[name], name  # the provision job disables its own
-    assert set(compose["volumes"]) == {"rabbitmq-data", "postgres-data"}
+    assert set(compose["volumes"]) == {
+        "rabbitmq-data",
+        "postgres-data",
+        "prometheus-data",
+        "grafana-data",
+    }
 
 
 def test_processor_runs_two_replicas_by_default(compose: dict[str, Any]) -> None:

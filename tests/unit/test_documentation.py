@@ -12,7 +12,7 @@ from devstack.asyncapi import document
 from ordersctl.cli import app as ordersctl
 from services.notifier.settings import NotifierSettings
 from services.poller.settings import PollerSettings
-from services.processor.app import ProcessorSettings
+from services.processor.settings import ProcessorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

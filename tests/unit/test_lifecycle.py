@@ -208,3 +208,10 @@ def test_a_refund_seen_with_its_shipment_announces_both() -> None:
     outcome = observe(waiting, Observation(S.REFUNDED, at(9)))
     assert isinstance(outcome, StatusMoved)
     assert outcome.announces_shipment and outcome.announces_refund
+
+
+def test_the_settled_statuses_the_poller_stops_rereading_are_the_lifecycles() -> None:
+    from services.processor.lifecycle import SETTLED_STATUSES
+    from shared.contracts import SETTLED_LENGOW_STATUSES
+
+    assert SETTLED_STATUSES == SETTLED_LENGOW_STATUSES
