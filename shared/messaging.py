@@ -17,6 +17,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from shared.amqp import AmqpPublisher, Outgoing
+from shared.background import BackgroundTask
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
@@ -99,7 +100,7 @@ class Outbox:
         self.added += len(envelopes)
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundTask):
     """Publishes outbox rows with publisher confirms, then marks them published.
 
     Rows are claimed for ``claim_seconds`` (``FOR UPDATE SKIP LOCKED``, so replicas share the
@@ -108,6 +109,8 @@ class OutboxRelay:
     published again once its claim expires, which the consumers' inboxes absorb
     (at-least-once, never lost).
     """
+
+    name = "outbox-relay"
 
     def __init__(
         self,
@@ -124,24 +127,13 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._claim = timedelta(seconds=claim_seconds)
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self.published = 0
 
     def wake(self) -> None:
         self._wake.set()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 while await self.publish_pending() == self._batch_size:

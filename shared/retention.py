@@ -7,7 +7,6 @@ long; invoices are never pruned here (French law keeps them 10 years).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +14,7 @@ from datetime import timedelta
 import asyncpg
 from prometheus_client import Counter
 
+from shared.background import BackgroundTask
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -76,7 +76,7 @@ async def apply_rules(pool: asyncpg.Pool, service: str, rules: Sequence[Retentio
     return total
 
 
-class Pruner:
+class Pruner(BackgroundTask):
     """Applies a service's retention rules every ``interval`` seconds (first a minute after
     start, so that a start is not slowed by it)."""
 
@@ -94,20 +94,10 @@ class Pruner:
         self._rules = list(rules)
         self._interval = interval
         self._first_after = min(first_after, interval)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
+        self.name = f"pruner:{service}"
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"pruner:{self._service}")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         await asyncio.sleep(self._first_after)
         while True:
             try:

@@ -6,7 +6,6 @@ processor's insert of the same alert does nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from services.processor.deadlines import phase_at
 from services.processor.metrics import DEADLINE_ALERTS, ORDERS_BY_DEADLINE
 from services.processor.repository import PendingDeadline, ProcessorUnitOfWork
+from shared.background import BackgroundTask
 from shared.contracts import Envelope, OrderDeadline
 from shared.logging import get_logger
 from shared.topology import EVENTS
@@ -25,7 +25,9 @@ SOURCE = "processor"
 ROUND = 500
 
 
-class DeadlineWatch:
+class DeadlineWatch(BackgroundTask):
+    name = "deadline-watch"
+
     def __init__(
         self,
         new_uow: Callable[[], ProcessorUnitOfWork],
@@ -38,20 +40,9 @@ class DeadlineWatch:
         self._lead = lead
         self._interval = interval
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="deadline-watch")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
         while True:
             try:
                 while await self.say_due_alerts() == ROUND:
