@@ -11,18 +11,11 @@ from datetime import date
 from fpdf import FPDF
 
 from services.notifier.factur_x import cross_industry_invoice
-from services.notifier.invoice import Invoice, Seller, build_invoice
+from services.notifier.invoice import Invoice, build_invoice
 from services.notifier.rendering import InvoiceRenderer
 from shared.contracts import OrderShipped
 from tests.factories import order_shipped
-
-SELLER = Seller(
-    legal_name="Outils Martin SAS",
-    address=("12 avenue de la République", "69003 Lyon", "France"),
-    siren="123456789",
-    siret="12345678900012",
-    vat_number="FR12123456789",
-)
+from tests.unit.test_invoice import SELLER
 
 
 def _invoice() -> Invoice:

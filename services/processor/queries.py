@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.processor.deadlines import PENDING_ON
+from services.processor.repository import pending_deadlines
 from shared.database import Connection
 from shared.queries import first, rows, table
 
@@ -105,17 +106,10 @@ class ProcessorQueries:
     async def near_deadlines(self, now: datetime, lead: timedelta) -> list[Row]:
         """Orders waiting on the seller within ``lead`` of a deadline or past it, the most
         urgent first."""
-        pending = " UNION ALL ".join(
-            f"SELECT marketplace, marketplace_order_id, lengow_status,"
-            f" '{deadline.value}' AS deadline, {deadline.value}_due_at AS due_at"
-            f" FROM {self._orders} WHERE lengow_status IN"
-            f" ({', '.join(repr(s.value) for s in sorted(statuses))})"
-            f" AND {deadline.value}_due_at IS NOT NULL"
-            for deadline, statuses in PENDING_ON.items()
-        )
         return await rows(
             self._conn,
-            f"SELECT * FROM ({pending}) AS p WHERE due_at <= $1 ORDER BY due_at",
+            f"SELECT * FROM ({pending_deadlines(self._orders)}) AS p WHERE due_at <= $1"
+            " ORDER BY due_at",
             now + lead,
         )
 

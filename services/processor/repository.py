@@ -333,15 +333,20 @@ class PendingDeadline:
     due_at: datetime
 
 
-#: The orders still waiting on the seller for each deadline, and when it falls due: one
-#: SELECT per deadline, joined by the queries below.
-_PENDING = " UNION ALL ".join(
-    f"SELECT marketplace, marketplace_order_id, lengow_status, '{deadline.value}' AS deadline,"
-    f" {deadline.value}_due_at AS due_at FROM orders"
-    f" WHERE lengow_status IN ({', '.join(repr(s.value) for s in sorted(statuses))})"
-    f" AND {deadline.value}_due_at IS NOT NULL"
-    for deadline, statuses in PENDING_ON.items()
-)
+def pending_deadlines(orders: str = "orders") -> str:
+    """The orders (of the table ``orders``) still waiting on the seller for each deadline,
+    and when it falls due: one SELECT per deadline, joined. The watch and ordersctl's
+    queries both read it."""
+    return " UNION ALL ".join(
+        f"SELECT marketplace, marketplace_order_id, lengow_status, '{deadline.value}' AS deadline,"
+        f" {deadline.value}_due_at AS due_at FROM {orders}"
+        f" WHERE lengow_status IN ({', '.join(repr(s.value) for s in sorted(statuses))})"
+        f" AND {deadline.value}_due_at IS NOT NULL"
+        for deadline, statuses in PENDING_ON.items()
+    )
+
+
+_PENDING = pending_deadlines()
 
 
 class DeadlineRepository:

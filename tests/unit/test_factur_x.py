@@ -21,7 +21,7 @@ from services.notifier.credit_note import credit_lines
 from services.notifier.factur_x import FacturXError, checked, cross_industry_invoice
 from services.notifier.invoice import DocumentKind, Invoice, document_of
 from services.notifier.rendering import InvoiceRenderer
-from shared.contracts import LengowStatus, OrderRefunded
+from shared.contracts import LengowStatus, OrderRefunded, OrderShipped
 from tests.unit.test_credit_note import AT
 from tests.unit.test_invoice import SELLER
 from tests.unit.test_taxes import invoice_of, shipment, vat_of
@@ -56,22 +56,20 @@ def assert_library_accepts(xml: bytes) -> None:
     assert facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931") is True
 
 
-def discounted_sale() -> Invoice:
-    return invoice_of(
-        shipment(
-            [
-                {"amount": "129.90", "tax": "21.65", "marketplace_order_line_id": "L1"},
-                {
-                    "amount": "12.60",
-                    "tax": "0.66",
-                    "quantity": 2,
-                    "marketplace_order_line_id": "L2",
-                },
-            ],
-            shipping="9.90",
-            discount="5.00",
-        )
+def discounted_shipment() -> OrderShipped:
+    """A 20 % and a 5.5 % line, shipping, and a voucher: 147.40 paid."""
+    return shipment(
+        [
+            {"amount": "129.90", "tax": "21.65", "marketplace_order_line_id": "L1"},
+            {"amount": "12.60", "tax": "0.66", "quantity": 2, "marketplace_order_line_id": "L2"},
+        ],
+        shipping="9.90",
+        discount="5.00",
     )
+
+
+def discounted_sale() -> Invoice:
+    return invoice_of(discounted_shipment())
 
 
 def test_an_invoice_is_en16931_xml_whose_totals_are_what_was_paid() -> None:
@@ -141,19 +139,7 @@ def test_an_export_is_category_g() -> None:
 def test_a_credit_note_is_type_381_with_positive_amounts_and_its_invoice() -> None:
     invoice = discounted_sale()
     refund = OrderRefunded(
-        **shipment(
-            [
-                {"amount": "129.90", "tax": "21.65", "marketplace_order_line_id": "L1"},
-                {
-                    "amount": "12.60",
-                    "tax": "0.66",
-                    "quantity": 2,
-                    "marketplace_order_line_id": "L2",
-                },
-            ],
-            shipping="9.90",
-            discount="5.00",
-        ).model_dump(),
+        **discounted_shipment().model_dump(),
         refund_status=LengowStatus.REFUNDED,
         refunded_at=AT,
     )
