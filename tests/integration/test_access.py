@@ -12,6 +12,7 @@ import aio_pika
 import aiormq
 import asyncpg
 import pytest
+from faststream.rabbit import RabbitBroker
 
 from sandbox.marketplace import now
 from services.notifier.app import create_app as notifier_app
@@ -20,6 +21,7 @@ from services.processor.app import create_app as processor_app
 from services.processor.settings import ProcessorSettings
 from shared.access import ORDERSCTL, SERVICES, provision_locally
 from shared.command_client import send_command
+from shared.topology import declare_topology
 from tests.bus import delete_queues
 from tests.conftest import SmtpSink
 from tests.integration.conftest import (
@@ -39,7 +41,15 @@ pytestmark = [
 
 @pytest.fixture
 async def urls(amqp_url: str, database_url: str) -> dict[str, dict[str, str]]:
-    """Every user and role provisioned with fresh passwords; each one's URLs."""
+    """Every user and role provisioned with fresh passwords; each one's URLs. The exchanges
+    are declared first, as any service does at start: on a new broker this test may be the
+    first to run, and publishing to a missing exchange is refused to everyone alike."""
+    broker = RabbitBroker(amqp_url, logger=None)
+    await broker.connect()
+    try:
+        await declare_topology(broker)
+    finally:
+        await broker.stop()
     secrets = {name: uuid.uuid4().hex for name in [*SERVICES, ORDERSCTL]}
     return await provision_locally(secrets, amqp_url, database_url)
 
