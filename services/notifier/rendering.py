@@ -3,46 +3,38 @@ with its XML (``factur_x.py``), and the email bodies (Jinja2), in the document's
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
+from copy import copy
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import font_source_sans_pro
-from fontTools import subset, ttLib
 from fpdf import FPDF
-from fpdf.enums import XPos, YPos
-from fpdf.fonts import TTFFont
+from fpdf.enums import OutputIntentSubType, XPos, YPos
+from fpdf.output import PDFICCProfile
+from fpdf.util import builtin_srgb2014_bytes
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from services.notifier.factur_x import FILENAME, Wording, cross_industry_invoice, xmp_metadata
+from services.notifier.fonts import (
+    CUTS,
+    FAMILY,
+    LATIN,
+    FontCut,
+    PreparedFontsOutput,
+    prepared_fonts,
+    use_prepared_fonts,
+)
 from services.notifier.invoice import DocumentKind, Invoice
 from services.notifier.labels import LABELS, Language
+from shared.logging import get_logger
+
+log = get_logger(__name__)
 
 CURRENCY_SYMBOLS = {"EUR": "€", "GBP": "£", "USD": "$"}
 #: PDF/A-3, level B (the look is preserved): the archival PDF that Factur-X is built on.
 COMPLIANCE = "PDF/A-3B"
-#: What a customer's name, address or a product's title can be written in: Latin (every
-#: European language that uses it), Greek and Cyrillic, and the punctuation and signs
-#: invoices print. The embedded font is cut to these before any document is made, so that
-#: fpdf2, which subsets it again for each document, works on 800 glyphs instead of 1,900.
-CHARACTERS = frozenset(
-    [
-        *range(0x20, 0x7F),
-        *range(0xA0, 0x250),
-        *range(0x370, 0x400),
-        *range(0x400, 0x530),
-        *range(0x2010, 0x2030),
-        0x20AC,
-        0x2116,
-        0x2122,
-    ]
-)
-FAMILY = "Sans"
 
 
 def format_money(value: Decimal, currency: str, language: Language) -> str:
@@ -68,31 +60,6 @@ def format_date(value: date, language: Language) -> str:
     return value.strftime(formats.get(language, "%d/%m/%Y"))
 
 
-@cache
-def embedded_fonts() -> tuple[str, str]:
-    """Source Sans Pro, regular and bold, cut to :data:`CHARACTERS`, as files (fpdf2 reads
-    fonts from files): prepared once per process."""
-    folder = Path(tempfile.mkdtemp(prefix="lengow-orders-fonts-"))
-    files = resources.files(font_source_sans_pro).joinpath("files")
-    paths = []
-    for style in ("Regular", "Bold"):
-        font = ttLib.TTFont(str(files.joinpath(f"SourceSansPro-{style}.ttf")))
-        options = subset.Options()
-        options.layout_features = []  # the invoices use no ligatures and no kerning
-        options.hinting = False
-        options.notdef_outline = True
-        # Glyph names kept: without them fontTools derives them from the cmap each time
-        # fpdf2 opens the font, a fifth of the page's cost.
-        options.glyph_names = True
-        subsetter = subset.Subsetter(options)
-        subsetter.populate(unicodes=CHARACTERS)
-        subsetter.subset(font)
-        path = folder / f"SourceSansPro-{style}.ttf"
-        font.save(str(path))
-        paths.append(str(path))
-    return paths[0], paths[1]
-
-
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
@@ -112,6 +79,8 @@ class Page:
     pdf: FPDF
     invoice: Invoice
     labels: dict[str, str]
+    #: Every character drawn, to tell whether the page's font cut held them all.
+    drawn: set[str] = field(default_factory=set)
 
     @property
     def language(self) -> Language:
@@ -163,6 +132,7 @@ class Page:
             pdf.rect(x, y, width, height, style="F")
         if not text:
             return
+        self.drawn.update(text)
         if align == "R":
             x += width - pdf.c_margin - self.text_width(text)
         elif align == "C":
@@ -370,6 +340,7 @@ def notes(page: Page, y: float, mentions: list[str]) -> float:
             page.box(page.left, y, page.width, 5, line)
             y += 5
         else:  # a long mention, carrier name or tracking number wraps
+            page.drawn.update(line)
             pdf.set_xy(page.left, y)
             pdf.multi_cell(page.width, 5, line, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
             y = pdf.get_y()
@@ -406,7 +377,7 @@ class InvoiceRenderer:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self._fonts = embedded_fonts()
+        prepared_fonts(LATIN)  # at start, not in the first customer's delivery
 
     @staticmethod
     def legal_mentions(invoice: Invoice) -> list[str]:
@@ -460,6 +431,23 @@ class InvoiceRenderer:
         self, invoice: Invoice, xml: bytes | None = None, wording: Wording | None = None
     ) -> bytes:
         """The invoice on A4, PDF/A-3B, its font embedded; ``xml`` attached when given."""
+        for cut in CUTS:
+            page = self._draw(invoice, xml, wording, cut)
+            if cut.holds(page.drawn):
+                break
+        left_out = sorted(c for c in page.drawn if ord(c) not in cut.characters)
+        if left_out:
+            log.warning(
+                "document.characters_left_out",
+                invoice_number=invoice.number,
+                characters="".join(left_out),
+                reason="the embedded font has no glyph for them",
+            )
+        return bytes(page.pdf.output(output_producer_class=PreparedFontsOutput))
+
+    def _draw(
+        self, invoice: Invoice, xml: bytes | None, wording: Wording | None, cut: FontCut
+    ) -> Page:
         pdf = FPDF(format="A4", enforce_compliance=COMPLIANCE)
         page = Page(pdf, invoice, LABELS[invoice.language])
         created = _midday(invoice.issued_on)
@@ -480,7 +468,17 @@ class InvoiceRenderer:
                 compress=True,
                 checksum=True,
             )
-        self._embed_fonts(pdf)
+        use_prepared_fonts(pdf, cut)
+        # What fpdf2 adds for PDF/A when none is given, but with the profile read and
+        # compressed once per process rather than for each document.
+        pdf.add_output_intent(
+            OutputIntentSubType.PDFA,
+            output_condition_identifier="sRGB",
+            output_condition="IEC 61966-2-1:1999",
+            registry_name="http://www.color.org",
+            dest_output_profile=copy(_srgb_profile()),
+            info="sRGB2014 (v2)",
+        )
         pdf.set_auto_page_break(auto=False)  # pages are broken between table rows
         pdf.set_margins(18, 18, 18)
         pdf.add_page()
@@ -490,18 +488,12 @@ class InvoiceRenderer:
         y = summary(page, y)
         notes(page, y, self.legal_mentions(invoice))
         legal_footer(page)
-        return bytes(pdf.output())
+        return page
 
-    def _embed_fonts(self, pdf: FPDF) -> None:
-        regular, bold = self._fonts
-        pdf.add_font(FAMILY, "", regular)
-        pdf.add_font(FAMILY, "B", bold)
-        for font in pdf.fonts.values():
-            assert isinstance(font, TTFFont)
-            # fontTools recomputes every glyph's bounding box when fpdf2 saves the document's
-            # subset, unless told not to: the boxes were computed when the font was cut, and
-            # subsetting keeps the outlines. This halves the cost of the page.
-            font.ttfont.recalcBBoxes = False
+
+@cache
+def _srgb_profile() -> PDFICCProfile:
+    return PDFICCProfile(contents=builtin_srgb2014_bytes(), n=3, alternate="DeviceRGB")
 
 
 def _midday(day: date) -> datetime:
