@@ -5,18 +5,23 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint typecheck tools test test-unit test-faults run servers migrate docs bench clean
+.PHONY: help install lock lint typecheck tools test test-unit test-faults run servers migrate docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Every package from the lock, each file's hash checked; then the project itself, resolving
+# nothing more (the build backend is in the lock too).
+$(STAMP): pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv with the project and its development tools
+install: $(STAMP) ## Create .venv with the project and its development tools, from the lock
+
+lock: $(STAMP) ## Resolve requirements.lock and requirements-dev.lock again from pyproject.toml (uv)
+	$(BIN)/python -m devstack.lock
 
 lint: $(STAMP) ## ruff (lint and format check)
 	$(BIN)/ruff check .
