@@ -18,7 +18,7 @@ import aio_pika
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.topology import CONSUMERS, declare_topology
+from shared.topology import CONSUMERS, dead_letters_of, declare_topology
 from tests.infrastructure import amqp_server, postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ async def delete_queues(amqp_url: str, *names: str) -> None:
         channel = await connection.channel()
         for name in names:
             await channel.queue_delete(name)
-            await channel.queue_delete(f"{name}.dlq")
+            await channel.queue_delete(dead_letters_of(name))
 
 
 #: Every queue of the pipeline (each has its dead-letter queue beside it).

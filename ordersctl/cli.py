@@ -31,6 +31,7 @@ from shared.command_client import NoAnswerError, publish_command, send_command
 from shared.contracts import CommandType, EventType
 from shared.dead_letters import list_dead_letters, replay_dead_letters
 from shared.settings import ServiceSettings
+from shared.topology import dead_letters_of
 
 T = TypeVar("T")
 
@@ -488,4 +489,4 @@ def dlq_replay(
 ) -> None:
     """Send every message of QUEUE's dead-letter queue again to where it first went."""
     count = run(replay_dead_letters(settings().amqp_url.get_secret_value(), queue))
-    emit({"replayed": count}, f"replayed {count} messages from {queue}.dlq")
+    emit({"replayed": count}, f"replayed {count} messages from {dead_letters_of(queue)}")

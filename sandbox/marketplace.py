@@ -16,7 +16,11 @@ from typing import Any
 
 MARKETPLACE = "manomano_fr"
 
-MANOMANO_STATUS = {
+#: What the marketplace itself writes in an order's (and each line's) ``marketplace_status``
+#: at each Lengow state, as the sandbox plays it. Not ``shared.contracts.MANOMANO_STATUS``,
+#: ManoMano's name of a step as the pipeline shows it, where an accepted or canceled order
+#: has none.
+REPORTED_MARKETPLACE_STATUS = {
     "waiting_acceptance": "PENDING",
     "accepted": "PENDING",
     "waiting_shipment": "PREPARATION",
@@ -488,7 +492,7 @@ class Marketplace:
         if order.raw["lengow_status"] is not None and at <= order.updated_at:
             at = order.updated_at + timedelta(microseconds=1)
         order.raw["lengow_status"] = status
-        order.raw["marketplace_status"] = MANOMANO_STATUS.get(status)
+        order.raw["marketplace_status"] = REPORTED_MARKETPLACE_STATUS.get(status)
         if status == "refunded":  # Lengow keeps, per line, what was refunded so far
             for package in order.raw["packages"]:
                 for line in package["cart"]:
@@ -497,7 +501,7 @@ class Marketplace:
         self._revision += 1
         order.raw["marketplace_last_modified_date"] = at.isoformat()
         for line in order.lines():
-            line["marketplace_status"] = MANOMANO_STATUS.get(status)
+            line["marketplace_status"] = REPORTED_MARKETPLACE_STATUS.get(status)
             line["lengow_status"] = status
 
     def _add_tracking(
@@ -716,7 +720,8 @@ class Marketplace:
         elif kind == "refund" and status == "shipped":
             self.move(order.id, "refunding", at)
         else:
-            return f"Order {order.id} is {MANOMANO_STATUS.get(status, status)}: {kind} refused"
+            shown = REPORTED_MARKETPLACE_STATUS.get(status, status)
+            return f"Order {order.id} is {shown}: {kind} refused"
         return None
 
     def _ship(self, order: SimOrder, action: Action, at: datetime) -> None:

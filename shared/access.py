@@ -105,7 +105,7 @@ class BrokerGrant:
 
 
 def broker_grants() -> list[BrokerGrant]:
-    queues = [*CONSUMERS, *(f"{name}.dlq" for name in CONSUMERS)]
+    queues = [*CONSUMERS, *(queue.dead_letters for queue in CONSUMERS.values())]
     exchanges = [EVENTS.name, COMMANDS.name, DEAD_LETTERS.name]
     grants = []
     for service in SERVICES:

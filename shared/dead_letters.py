@@ -13,7 +13,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.topology import REJECTION_REASON_HEADER
+from shared.topology import REJECTION_REASON_HEADER, dead_letters_of
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ async def list_dead_letters(amqp_url: str, queue: str, limit: int = 100) -> list
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
+        dlq = await channel.get_queue(dead_letters_of(queue), ensure=True)
         held: list[AbstractIncomingMessage] = []
         while len(held) < limit and (message := await dlq.get(fail=False)) is not None:
             held.append(message)
@@ -75,7 +75,7 @@ async def replay_dead_letters(amqp_url: str, queue: str, limit: int = 1000) -> i
     async with connection:
         # A replay no queue takes is returned and fails here: the dead letter is kept.
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
+        dlq = await channel.get_queue(dead_letters_of(queue), ensure=True)
         while replayed < limit and (message := await dlq.get(fail=False)) is not None:
             letter = describe(message)
             target = (
@@ -90,7 +90,7 @@ async def replay_dead_letters(amqp_url: str, queue: str, limit: int = 1000) -> i
                     correlation_id=message.correlation_id,
                     content_type=message.content_type,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers={"x-replayed-from": f"{queue}.dlq"},
+                    headers={"x-replayed-from": dead_letters_of(queue)},
                 ),
                 routing_key=letter.routing_key,
             )
@@ -107,7 +107,7 @@ async def dead_letter_counts(amqp_url: str, queues: list[str]) -> dict[str, int]
         for queue in queues:
             channel = await connection.channel()
             try:
-                dlq = await channel.get_queue(f"{queue}.dlq", ensure=True)
+                dlq = await channel.get_queue(dead_letters_of(queue), ensure=True)
             except aio_pika.exceptions.ChannelClosed:  # never declared here: none
                 continue
             result = dlq.declaration_result

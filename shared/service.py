@@ -123,7 +123,7 @@ def settled_subscriber(
 ) -> Callable[[Callable[[RabbitMessage], Awaitable[None]]], Any]:
     """FastStream's subscriber of one of the pipeline's queues, on its exchange, for a handler
     that settles each delivery itself (manual acks, the raw body, no framework reply)."""
-    exchange, _, _ = CONSUMERS[queue.name]
+    exchange = CONSUMERS[queue.name].exchange
     return broker.subscriber(
         queue,
         exchange,

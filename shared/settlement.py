@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shared.amqp import AmqpPublisher
 from shared.logging import get_logger
 from shared.observability import DEAD_LETTERED
-from shared.topology import DEAD_LETTERS, REJECTION_REASON_HEADER
+from shared.topology import DEAD_LETTERS, REJECTION_REASON_HEADER, dead_letters_of
 
 log = get_logger(__name__)
 
@@ -182,7 +182,7 @@ async def dead_letter(
 ) -> None:
     """Publish a refused delivery to ``<queue>.dlq`` with why, where it came from and what it
     carried; the caller then acknowledges it."""
-    log.warning("message.dead_lettered", reason=reason, dead_letter_queue=f"{queue}.dlq")
+    log.warning("message.dead_lettered", reason=reason, dead_letter_queue=dead_letters_of(queue))
     DEAD_LETTERED.labels(queue).inc()
     headers: dict[str, Any] = dict(message.headers or {})
     headers[REJECTION_REASON_HEADER] = reason[:1000]

@@ -8,6 +8,7 @@ cannot handle goes, with its reason, to ``<queue>.dlq`` through ``orders.dead-le
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import aiormq
@@ -23,20 +24,57 @@ DEAD_LETTERS = RabbitExchange("orders.dead-letter", type=ExchangeType.DIRECT, du
 REJECTION_REASON_HEADER = "x-rejection-reason"
 
 
-#: Every consumer queue: its routing key on its exchange, and how many failed deliveries the
-#: broker allows before dead-lettering a message (the notifier waits out SMTP outages).
-CONSUMERS: dict[str, tuple[RabbitExchange, str, int]] = {
-    "processor.order-changed": (EVENTS, "order.changed", 20),
-    "processor.commands": (COMMANDS, "order.*", 20),
-    "notifier.order-shipped": (EVENTS, "order.shipped", 200),
-    "notifier.order-refunded": (EVENTS, "order.refunded", 200),
-    "notifier.commands": (COMMANDS, "invoice.*", 20),
-    "poller.action-requested": (EVENTS, "order.action_requested", 20),
-    "poller.sync": (COMMANDS, "poller.sync", 20),
-    "poller.order-recorded": (EVENTS, "order.status_changed", 20),
-    "poller.order-linked": (EVENTS, "order.link_requested", 20),
-    "processor.marketplace-rules": (EVENTS, "marketplace.rules_changed", 20),
-    "processor.action-failed": (EVENTS, "order.action_failed", 20),
+@dataclass(frozen=True)
+class ConsumerQueue:
+    """One consumer's durable queue: what it is bound to, and how many failed deliveries the
+    broker allows before dead-lettering a message."""
+
+    name: str
+    exchange: RabbitExchange
+    routing_key: str
+    delivery_limit: int = 20
+
+    @property
+    def dead_letters(self) -> str:
+        return dead_letters_of(self.name)
+
+
+def dead_letters_of(queue: str) -> str:
+    """The queue where the broker puts what ``queue``'s consumer rejected."""
+    return f"{queue}.dlq"
+
+
+PROCESSOR_ORDER_CHANGED = ConsumerQueue("processor.order-changed", EVENTS, "order.changed")
+PROCESSOR_COMMANDS = ConsumerQueue("processor.commands", COMMANDS, "order.*")
+PROCESSOR_MARKETPLACE_RULES = ConsumerQueue(
+    "processor.marketplace-rules", EVENTS, "marketplace.rules_changed"
+)
+PROCESSOR_ACTION_FAILED = ConsumerQueue("processor.action-failed", EVENTS, "order.action_failed")
+# The notifier's two event queues wait out SMTP outages: ten times the deliveries.
+NOTIFIER_ORDER_SHIPPED = ConsumerQueue("notifier.order-shipped", EVENTS, "order.shipped", 200)
+NOTIFIER_ORDER_REFUNDED = ConsumerQueue("notifier.order-refunded", EVENTS, "order.refunded", 200)
+NOTIFIER_COMMANDS = ConsumerQueue("notifier.commands", COMMANDS, "invoice.*")
+POLLER_ACTION_REQUESTED = ConsumerQueue("poller.action-requested", EVENTS, "order.action_requested")
+POLLER_SYNC = ConsumerQueue("poller.sync", COMMANDS, "poller.sync")
+POLLER_ORDER_RECORDED = ConsumerQueue("poller.order-recorded", EVENTS, "order.status_changed")
+POLLER_ORDER_LINKED = ConsumerQueue("poller.order-linked", EVENTS, "order.link_requested")
+
+#: Every consumer queue, by name.
+CONSUMERS: dict[str, ConsumerQueue] = {
+    queue.name: queue
+    for queue in (
+        PROCESSOR_ORDER_CHANGED,
+        PROCESSOR_COMMANDS,
+        NOTIFIER_ORDER_SHIPPED,
+        NOTIFIER_ORDER_REFUNDED,
+        NOTIFIER_COMMANDS,
+        POLLER_ACTION_REQUESTED,
+        POLLER_SYNC,
+        POLLER_ORDER_RECORDED,
+        POLLER_ORDER_LINKED,
+        PROCESSOR_MARKETPLACE_RULES,
+        PROCESSOR_ACTION_FAILED,
+    )
 }
 
 
@@ -48,8 +86,8 @@ def must_be_routed(exchange: str, routing_key: str) -> bool:
     if exchange == DEAD_LETTERS.name:
         return True
     return any(
-        source.name == exchange and topic_matches(pattern, routing_key)
-        for source, pattern, _ in CONSUMERS.values()
+        queue.exchange.name == exchange and topic_matches(queue.routing_key, routing_key)
+        for queue in CONSUMERS.values()
     )
 
 
@@ -67,7 +105,7 @@ def _words_match(pattern: list[str], words: list[str]) -> bool:
     return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
-def consumer_queue(name: str) -> RabbitQueue:
+def consumer_queue(queue: ConsumerQueue) -> RabbitQueue:
     """A durable quorum queue whose poison messages end in ``<name>.dlq``.
 
     The broker dead-letters ``at-least-once``: a message leaves the queue only once the
@@ -75,24 +113,25 @@ def consumer_queue(name: str) -> RabbitQueue:
     fails), which RabbitMQ allows only with ``overflow: reject-publish`` (a full queue refuses
     new messages, which the publisher's confirms then report, rather than dropping old ones).
     """
-    _, routing_key, delivery_limit = CONSUMERS[name]
     return RabbitQueue(
-        name,
+        queue.name,
         queue_type=QueueType.QUORUM,
         durable=True,
-        routing_key=routing_key,
+        routing_key=queue.routing_key,
         arguments={
             "x-dead-letter-exchange": DEAD_LETTERS.name,
-            "x-dead-letter-routing-key": name,
-            "x-delivery-limit": delivery_limit,
+            "x-dead-letter-routing-key": queue.name,
+            "x-delivery-limit": queue.delivery_limit,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         },
     )
 
 
-def dead_letter_queue(name: str) -> RabbitQueue:
-    return RabbitQueue(f"{name}.dlq", queue_type=QueueType.QUORUM, durable=True, routing_key=name)
+def dead_letter_queue(queue: ConsumerQueue) -> RabbitQueue:
+    return RabbitQueue(
+        queue.dead_letters, queue_type=QueueType.QUORUM, durable=True, routing_key=queue.name
+    )
 
 
 async def declare_topology(broker: RabbitBroker) -> None:
@@ -102,19 +141,19 @@ async def declare_topology(broker: RabbitBroker) -> None:
     before its consumer's queue exists would be routed nowhere and lost, whichever service
     happens to start first."""
     dead_letters = await broker.declare_exchange(DEAD_LETTERS)
-    for name, (exchange, routing_key, _) in CONSUMERS.items():
-        source = await broker.declare_exchange(exchange)
+    for consumer in CONSUMERS.values():
+        source = await broker.declare_exchange(consumer.exchange)
         try:
-            queue = await broker.declare_queue(consumer_queue(name))
+            queue = await broker.declare_queue(consumer_queue(consumer))
         except aiormq.exceptions.ChannelPreconditionFailed as error:
             raise TopologyMismatchError(
-                f"queue {name} exists with other arguments than this version declares"
+                f"queue {consumer.name} exists with other arguments than this version declares"
                 f" ({error}); a quorum queue's arguments cannot change: let it drain, delete"
                 " it, and start again (README: Upgrading the broker topology)"
             ) from error
-        await queue.bind(source, routing_key=routing_key)
-        dlq = await broker.declare_queue(dead_letter_queue(name))
-        await dlq.bind(dead_letters, routing_key=name)
+        await queue.bind(source, routing_key=consumer.routing_key)
+        dlq = await broker.declare_queue(dead_letter_queue(consumer))
+        await dlq.bind(dead_letters, routing_key=consumer.name)
 
 
 class TopologyMismatchError(RuntimeError):
@@ -141,7 +180,7 @@ def described_consumer(
     """A broker that never connects, describing for the AsyncAPI document a queue consumed by
     a :mod:`shared.consumers` consumer rather than by a FastStream subscriber."""
     described = RabbitBroker(url)
-    exchange, _, _ = CONSUMERS[queue.name]
+    exchange = CONSUMERS[queue.name].exchange
 
     async def documented(envelope: Any) -> None:
         raise NotImplementedError(f"documentation only: {queue.name} is consumed directly")

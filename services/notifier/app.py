@@ -29,6 +29,9 @@ from shared.service import (
     service_publisher,
 )
 from shared.topology import (
+    NOTIFIER_COMMANDS,
+    NOTIFIER_ORDER_REFUNDED,
+    NOTIFIER_ORDER_SHIPPED,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -46,9 +49,9 @@ class Notifier:
         self.broker = service_broker("notifier", settings)
         self.publisher = service_publisher(settings)
         document_events(self.broker, *EMITS["notifier"])
-        self.order_shipped_queue = consumer_queue("notifier.order-shipped")
-        self.order_refunded_queue = consumer_queue("notifier.order-refunded")
-        self.commands_queue = consumer_queue("notifier.commands")
+        self.order_shipped_queue = consumer_queue(NOTIFIER_ORDER_SHIPPED)
+        self.order_refunded_queue = consumer_queue(NOTIFIER_ORDER_REFUNDED)
+        self.commands_queue = consumer_queue(NOTIFIER_COMMANDS)
         self._commands: InvoiceCommandHandler | None = None
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None

@@ -45,6 +45,10 @@ from shared.service import (
 from shared.settlement import UnprocessableMessageError
 from shared.topology import (
     EVENTS,
+    POLLER_ACTION_REQUESTED,
+    POLLER_ORDER_LINKED,
+    POLLER_ORDER_RECORDED,
+    POLLER_SYNC,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -66,10 +70,10 @@ class Poller:
         self.broker = service_broker("poller", settings)
         self.publisher = service_publisher(settings)
         document_events(self.broker, *EMITS["poller"])
-        self.sync_queue = consumer_queue("poller.sync")
-        self.actions_queue = consumer_queue("poller.action-requested")
-        self.recorded_queue = consumer_queue("poller.order-recorded")
-        self.linked_queue = consumer_queue("poller.order-linked")
+        self.sync_queue = consumer_queue(POLLER_SYNC)
+        self.actions_queue = consumer_queue(POLLER_ACTION_REQUESTED)
+        self.recorded_queue = consumer_queue(POLLER_ORDER_RECORDED)
+        self.linked_queue = consumer_queue(POLLER_ORDER_LINKED)
         self._pool: asyncpg.Pool | None = None
         self._sync: OrderSync | None = None
         self._gateway: ActionGateway | None = None

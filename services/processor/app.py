@@ -43,6 +43,10 @@ from shared.service import (
     service_publisher,
 )
 from shared.topology import (
+    PROCESSOR_ACTION_FAILED,
+    PROCESSOR_COMMANDS,
+    PROCESSOR_MARKETPLACE_RULES,
+    PROCESSOR_ORDER_CHANGED,
     consumer_queue,
     declare_topology,
     described_consumer,
@@ -59,10 +63,10 @@ class Processor:
         self.settings = settings
         self.broker = service_broker("processor", settings)
         document_events(self.broker, *EMITS["processor"])
-        self.order_changed_queue = consumer_queue("processor.order-changed")
-        self.commands_queue = consumer_queue("processor.commands")
-        self.rules_queue = consumer_queue("processor.marketplace-rules")
-        self.failures_queue = consumer_queue("processor.action-failed")
+        self.order_changed_queue = consumer_queue(PROCESSOR_ORDER_CHANGED)
+        self.commands_queue = consumer_queue(PROCESSOR_COMMANDS)
+        self.rules_queue = consumer_queue(PROCESSOR_MARKETPLACE_RULES)
+        self.failures_queue = consumer_queue(PROCESSOR_ACTION_FAILED)
         self._pool: asyncpg.Pool | None = None
         self._relay: OutboxRelay | None = None
         self._pruner: Pruner | None = None

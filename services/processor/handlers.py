@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from services.processor import commands, deadlines, lifecycle
 from services.processor.commands import ACTION_OUTCOMES
 from services.processor.deadlines import DEFAULT_ACCEPTANCE_DELAY
-from services.processor.metrics import COMMANDS, TRANSITIONS
+from services.processor.metrics import COMMANDS_ANSWERED, TRANSITIONS
 from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
 from services.processor.rules import MarketplaceRules
 from shared.command_intake import (
@@ -462,7 +462,7 @@ class CommandHandler:
         )
         await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
         await uow.outbox.add(EVENTS.name, self._follow(received, follow_type, follow))
-        COMMANDS.labels("accepted").inc()
+        COMMANDS_ANSWERED.labels("accepted").inc()
         log.info("command.accepted", command_id=command.command_id, follow=follow_type)
 
     async def _reject(
@@ -491,7 +491,7 @@ class CommandHandler:
                 request_digest=digest,
             )
         await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
-        COMMANDS.labels("rejected").inc()
+        COMMANDS_ANSWERED.labels("rejected").inc()
         log.warning("command.rejected", command_id=received.command_id, reason=reason)
 
     async def _answer_again(

@@ -8,7 +8,9 @@ TRANSITIONS = Counter(
     "Observed status moves: initial, normal, skipped, or rejected (flagged, not applied).",
     ["kind"],
 )
-COMMANDS = Counter("lengow_orders_commands_total", "Commands answered, by outcome.", ["outcome"])
+COMMANDS_ANSWERED = Counter(
+    "lengow_orders_commands_total", "Commands answered, by outcome.", ["outcome"]
+)
 ORDERS_BY_DEADLINE = Gauge(
     "lengow_orders_orders_by_deadline",
     "Orders still waiting on the seller within the lead time of a deadline (at_risk) or past"

@@ -217,11 +217,11 @@ async def test_the_services_queues_dead_letter_at_least_once(amqp_url: str) -> N
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         for queue in CONSUMERS:
-            arguments = dict(consumer_queue(queue).arguments or {})
+            arguments = dict(consumer_queue(CONSUMERS[queue]).arguments or {})
             assert arguments["x-dead-letter-strategy"] == "at-least-once"
             assert arguments["x-overflow"] == "reject-publish"
         channel = await connection.channel()
-        older = {k: v for k, v in (consumer_queue(name).arguments or {}).items()}
+        older = {k: v for k, v in (consumer_queue(CONSUMERS[name]).arguments or {}).items()}
         older.pop("x-dead-letter-strategy")
         older.pop("x-overflow")
         with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
