@@ -296,7 +296,7 @@ async def latency(amqp_url: str, database_url: str, rate: int, seconds: int) -> 
 def shipped_messages(count: int) -> list[bytes]:
     marketplace = Marketplace(seed=13)
     from services.poller.orders import parse_order
-    from services.processor.handlers import shipment_of  # what the processor emits
+    from services.processor.outcomes import shipment_of  # what the processor emits
 
     start = datetime.now(UTC) - timedelta(hours=2)
     bodies = []

@@ -28,8 +28,9 @@ from shared.contracts import (
     OrderRef,
     follow_up,
 )
+from shared.envelope_parsing import describe_validation_error, parse_envelope
 from shared.logging import get_logger
-from shared.messaging import Outbox, describe_validation_error, parse_envelope
+from shared.outbox import Outbox
 from shared.settlement import UnprocessableMessageError
 from shared.topology import EVENTS
 

@@ -38,8 +38,8 @@ from pydantic import BaseModel
 
 from shared.amqp import AmqpPublisher
 from shared.contracts import Envelope
+from shared.envelope_parsing import bind_envelope, parse_envelope
 from shared.logging import get_logger
-from shared.messaging import bind_envelope, parse_envelope
 from shared.observability import BATCH_SIZE, DELIVERY_SECONDS
 from shared.settlement import (
     DelayedRequeues,

@@ -18,7 +18,6 @@ from shared.amqp import AmqpPublisher
 from shared.command_intake import ReceivedCommand, read_command
 from shared.consumers import QueueConsumer, SubscriberSettler
 from shared.contracts import Envelope
-from shared.messaging import OutboxRelay
 from shared.observability import (
     Check,
     OpsServer,
@@ -28,6 +27,7 @@ from shared.observability import (
     prometheus_middleware,
     refresh_outbox_metrics,
 )
+from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.settlement import RedeliveryBackoff
 from shared.topology import CONSUMERS

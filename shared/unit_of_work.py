@@ -11,7 +11,8 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from shared.database import Connection
-from shared.messaging import Inbox, Outbox
+from shared.inbox import Inbox
+from shared.outbox import Outbox
 
 
 class UnitOfWork:

@@ -17,7 +17,7 @@ from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, OrderRefunded, OrderShipped
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import OutboxRelay
+from shared.outbox import OutboxRelay
 from shared.retention import Pruner
 from shared.service import (
     command_subscriber,

@@ -32,7 +32,7 @@ from shared.contracts import (
 )
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import OutboxRelay
+from shared.outbox import OutboxRelay
 from shared.retention import Pruner
 from shared.service import (
     envelope_subscriber,

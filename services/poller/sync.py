@@ -28,8 +28,8 @@ from services.poller.orders import fingerprint, parse_order
 from services.poller.repository import PollerRepository
 from services.poller.settings import LengowSource, PollerSettings
 from shared.contracts import Envelope, EventType, LengowStatus, OrderSnapshot
+from shared.envelope_parsing import describe_validation_error
 from shared.logging import get_logger
-from shared.messaging import describe_validation_error
 
 log = get_logger(__name__)
 

@@ -8,14 +8,14 @@ import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from services.processor.deadline_watch import DeadlineWatch
-from services.processor.handlers import (
+from services.processor.command_handler import (
     CommandHandler,
-    handle_order_changes,
     record_action_failure,
     store_marketplace_rules,
 )
+from services.processor.deadline_watch import DeadlineWatch
 from services.processor.metrics import ORDERS_BY_STATUS
+from services.processor.order_changes import handle_order_changes
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
 from services.processor.settings import ProcessorSettings
 from shared.access import EMITS
@@ -28,10 +28,10 @@ from shared.contracts import (
 )
 from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.messaging import OutboxRelay
 from shared.observability import (
     refresh_outbox_metrics,
 )
+from shared.outbox import OutboxRelay
 from shared.retention import Pruner
 from shared.service import (
     command_subscriber,

@@ -14,7 +14,7 @@ from faststream.rabbit import RabbitBroker
 
 from shared.amqp import PERSISTENT, AmqpPublisher, Outgoing, UnroutableMessageError
 from shared.database import create_pool, migrate_dsn
-from shared.messaging import OutboxRelay
+from shared.outbox import OutboxRelay
 from shared.topology import declare_topology
 from tests.bus import delete_queues
 

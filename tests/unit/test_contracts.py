@@ -6,7 +6,7 @@ import pytest
 
 from shared.command_intake import read_command
 from shared.contracts import Envelope, OrderSnapshot
-from shared.messaging import parse_envelope
+from shared.envelope_parsing import parse_envelope
 from shared.settlement import UnprocessableMessageError
 from tests.factories import encode, envelope, order_snapshot
 

@@ -110,7 +110,7 @@ def test_text_with_a_nul_character_is_refused_before_the_database() -> None:
     import json
 
     from shared.contracts import Envelope
-    from shared.messaging import parse_envelope
+    from shared.envelope_parsing import parse_envelope
     from shared.settlement import UnprocessableMessageError
 
     body = json.dumps({"id": "x", "type": "t", "source": "s", "data": {"a": "b\u0000"}})

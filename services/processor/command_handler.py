@@ -1,19 +1,17 @@
-"""What the processor does with each message: load, decide (lifecycle), store, announce."""
+"""What the processor does with commands: validate each against the order's status and the
+marketplace's rules, answer it once, and ask the poller for the action. With the two events
+that keep that validation current: the marketplace's rules, and an action Lengow refused."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pydantic import BaseModel
 
-from services.processor import commands, deadlines, lifecycle
-from services.processor.commands import ACTION_OUTCOMES
-from services.processor.deadlines import DEFAULT_ACCEPTANCE_DELAY
-from services.processor.metrics import COMMANDS_ANSWERED, TRANSITIONS
-from services.processor.repository import ProcessorUnitOfWork, StoredCommand, Transition
+from services.processor import commands
+from services.processor.metrics import COMMANDS_ANSWERED
+from services.processor.repository import ProcessorUnitOfWork, StoredCommand
 from services.processor.rules import MarketplaceRules
 from shared.command_intake import (
     CommandSenders,
@@ -25,255 +23,26 @@ from shared.command_intake import (
 )
 from shared.command_intake import answer as answer_command
 from shared.contracts import (
-    MANOMANO_STATUS,
-    Address,
     CommandAccepted,
     CommandRejected,
     CommandType,
     Envelope,
     EventType,
-    LengowStatus,
     LinkOrder,
     MarketplaceRulesChanged,
     OrderActionFailed,
     OrderActionRequested,
     OrderCommand,
     OrderLinkRequested,
-    OrderRef,
-    OrderRefunded,
-    OrderShipped,
-    OrderSnapshot,
-    OrderStatusChanged,
-    OrderTransitionRejected,
-    follow_up,
 )
+from shared.envelope_parsing import bind_envelope
 from shared.logging import get_logger
-from shared.messaging import (
-    bind_envelope,
-)
 from shared.settlement import UnprocessableMessageError
 from shared.topology import EVENTS
 
 SOURCE = "processor"
 
 log = get_logger(__name__)
-
-
-async def handle_order_changes(
-    new_uow: Callable[[], ProcessorUnitOfWork],
-    envelopes: Sequence[Envelope[OrderSnapshot]],
-    acceptance_delay: timedelta = DEFAULT_ACCEPTANCE_DELAY,
-) -> None:
-    """Apply a batch of observed snapshots in one transaction.
-
-    Reads and writes are grouped (one query for the states, one for each kind of write), but
-    the decisions are taken one snapshot at a time, in arrival order, exactly as if each had
-    come alone: a batch of one is the plain case.
-    """
-    now = datetime.now(UTC)
-    for envelope in envelopes:
-        refusal = lifecycle.from_the_future(envelope.data.updated_at, now)
-        if refusal is not None:
-            # Fails the batch, which is then handled one delivery at a time: this one alone
-            # is dead-lettered with the reason.
-            raise UnprocessableMessageError(refusal)
-    async with new_uow() as uow:
-        fresh = await uow.inbox.first_deliveries(envelopes)
-        todo = [envelope for envelope in envelopes if envelope.id in fresh]
-        if len(todo) < len(envelopes):
-            log.info("order.duplicates_ignored", count=len(envelopes) - len(todo))
-        if not todo:
-            return
-        refs = sorted({_key(envelope.data) for envelope in todo})
-        await uow.orders.lock_many(refs)
-        states = await uow.orders.get_many(refs)
-        awaiting = await uow.commands.awaiting_many(refs)
-        changes = OrderChanges()
-        for envelope in todo:
-            _observe(envelope, states, awaiting, changes)
-        due = {
-            key: deadlines.due_dates(snapshot, acceptance_delay)
-            for key, (_, snapshot) in changes.saved.items()
-        }
-        await uow.orders.save_many(changes.saved, due)
-        await uow.orders.add_transitions(changes.transitions)
-        await uow.commands.complete_many(changes.completed_commands)
-        await uow.outbox.add_many(EVENTS.name, changes.events)
-
-
-def _key(ref: OrderRef) -> tuple[str, str]:
-    return (ref.marketplace, ref.marketplace_order_id)
-
-
-@dataclass
-class OrderChanges:
-    """What a batch writes, gathered while deciding."""
-
-    saved: dict[tuple[str, str], tuple[lifecycle.OrderState, OrderSnapshot]] = field(
-        default_factory=dict
-    )
-    transitions: list[Transition] = field(default_factory=list)
-    completed_commands: list[str] = field(default_factory=list)
-    events: list[Envelope[Any]] = field(default_factory=list)
-
-
-def _observe(
-    envelope: Envelope[OrderSnapshot],
-    states: dict[tuple[str, str], lifecycle.OrderState],
-    awaiting: dict[tuple[str, str], list[tuple[str, str]]],
-    changes: OrderChanges,
-) -> None:
-    snapshot = envelope.data
-    key = _key(snapshot)
-    bound = log.bind(message_id=str(envelope.id), order_id=snapshot.marketplace_order_id)
-    outcome = lifecycle.observe(
-        states.get(key), lifecycle.Observation(snapshot.lengow_status, snapshot.updated_at)
-    )
-
-    def emit(type: EventType, data: BaseModel) -> None:
-        changes.events.append(follow_up(envelope, type=type, source=SOURCE, data=data))
-
-    match outcome:
-        case lifecycle.Stale():
-            bound.info("order.stale_snapshot_ignored", observed_at=snapshot.updated_at)
-        case lifecycle.SnapshotUpdated(state=new_state):
-            states[key] = new_state
-            changes.saved[key] = (new_state, snapshot)
-        case lifecycle.StatusMoved(
-            state=new_state, from_status=from_status, kind=kind, announces_shipment=ships
-        ):
-            states[key] = new_state
-            changes.saved[key] = (new_state, snapshot)
-            command_id = _take_command(awaiting.get(key, []), new_state.status)
-            if command_id is not None:
-                changes.completed_commands.append(command_id)
-            changes.transitions.append(
-                Transition(
-                    ref=key,
-                    from_status=from_status,
-                    to_status=new_state.status,
-                    kind=kind,
-                    observed_at=snapshot.updated_at,
-                    message_id=envelope.id,
-                    command_id=command_id,
-                )
-            )
-            emit(
-                EventType.ORDER_STATUS_CHANGED,
-                OrderStatusChanged(
-                    marketplace=snapshot.marketplace,
-                    marketplace_order_id=snapshot.marketplace_order_id,
-                    from_status=from_status,
-                    to_status=new_state.status,
-                    manomano_status=MANOMANO_STATUS.get(new_state.status),
-                    kind=kind,
-                    cause="command" if command_id else "observed",
-                    observed_at=snapshot.updated_at,
-                    command_id=command_id,
-                ),
-            )
-            if ships:
-                emit(EventType.ORDER_SHIPPED, shipment_of(snapshot))
-            if outcome.announces_refund:
-                emit(EventType.ORDER_REFUNDED, refund_of(snapshot))
-            TRANSITIONS.labels(kind).inc()
-            bound.info(
-                "order.status_changed",
-                from_status=from_status,
-                to_status=new_state.status,
-                kind=kind,
-                shipped=ships,
-            )
-        case lifecycle.MoveRejected(current=current, observed=observed, reason=reason):
-            changes.transitions.append(
-                Transition(
-                    ref=key,
-                    from_status=current,
-                    to_status=observed,
-                    kind="rejected",
-                    observed_at=snapshot.updated_at,
-                    message_id=envelope.id,
-                    reason=reason,
-                )
-            )
-            emit(
-                EventType.ORDER_TRANSITION_REJECTED,
-                OrderTransitionRejected(
-                    marketplace=snapshot.marketplace,
-                    marketplace_order_id=snapshot.marketplace_order_id,
-                    current_status=current,
-                    observed_status=observed,
-                    observed_at=snapshot.updated_at,
-                    reason=reason,
-                ),
-            )
-            TRANSITIONS.labels("rejected").inc()
-            bound.warning("order.transition_rejected", reason=reason)
-
-
-def _take_command(awaiting: list[tuple[str, str]], status: LengowStatus) -> str | None:
-    """The oldest accepted command whose action ends in ``status``, now completed."""
-    if not awaiting:
-        return None
-    leading = commands_leading_to(status)
-    for index, (command_id, command_type) in enumerate(awaiting):
-        if command_type in leading:
-            del awaiting[index]
-            return command_id
-    return None
-
-
-def shipment_of(snapshot: OrderSnapshot) -> OrderShipped:
-    """The ``order.shipped`` payload: what an invoice needs, taken from the snapshot."""
-    tracking = next(iter(snapshot.trackings()), None)
-    merchant_ids = getattr(snapshot, "merchant_order_id", None)
-    delivery = next((p.delivery for p in snapshot.packages if p.delivery is not None), None)
-    return OrderShipped(
-        marketplace=snapshot.marketplace,
-        marketplace_order_id=snapshot.marketplace_order_id,
-        merchant_order_id=merchant_ids if isinstance(merchant_ids, list) else None,
-        marketplace_order_date=snapshot.marketplace_order_date,
-        shipped_at=snapshot.updated_at,
-        currency=snapshot.currency,
-        billing_address=snapshot.billing_address,
-        lines=snapshot.lines(),
-        total_order=snapshot.total_order,
-        total_tax=snapshot.total_tax,
-        shipping=snapshot.shipping,
-        discount=snapshot.discount,
-        processing_fee=snapshot.processing_fee,
-        delivery_address=(
-            None
-            if delivery is None
-            else Address.model_validate(delivery.model_dump(exclude={"trackings"}))
-        ),
-        carrier=tracking.carrier if tracking else None,
-        tracking_number=tracking.number if tracking else None,
-        tracking_url=tracking.url if tracking else None,
-        is_delivered_by_marketplace=snapshot.is_delivered_by_marketplace,
-    )
-
-
-def refund_of(snapshot: OrderSnapshot) -> OrderRefunded:
-    """The ``order.refunded`` payload: the order as it stands once refunded, with Lengow's
-    refunded amounts per line, so that the notifier can credit it without asking."""
-    return OrderRefunded(
-        **shipment_of(snapshot).model_dump(),
-        refund_status=snapshot.lengow_status,
-        refunded_at=snapshot.updated_at,
-    )
-
-
-def commands_leading_to(status: LengowStatus) -> list[str]:
-    """The command types whose action ends in ``status``."""
-    return [
-        CommandType(f"order.{action}").value
-        for action, outcomes in ACTION_OUTCOMES.items()
-        if status in outcomes
-    ]
-
-
-# --- Commands ------------------------------------------------------------------------------
 
 
 async def store_marketplace_rules(

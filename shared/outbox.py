@@ -1,7 +1,5 @@
-"""At-least-once delivery made safe: the inbox, the transactional outbox and its relay, and
-the parsing of a delivery into its envelope (how a delivery is then settled is
-:mod:`shared.settlement`).
-"""
+"""The transactional outbox: messages written with the state they announce, in one
+transaction, and the relay that publishes them once the broker confirmed each."""
 
 from __future__ import annotations
 
@@ -10,47 +8,18 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-import structlog
-from pydantic import BaseModel, ValidationError
 
 from shared.amqp import AmqpPublisher, Outgoing
 from shared.background import BackgroundTask
 from shared.contracts import Envelope
 from shared.database import Connection
 from shared.logging import get_logger
-from shared.settlement import UnprocessableMessageError
 from shared.topology import must_be_routed
 
 log = get_logger(__name__)
-
-#: Larger bodies are rejected before parsing: no legitimate order or command comes near it.
-MAX_BODY_BYTES = 1_048_576
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-class Inbox:
-    """Remembers handled message ids, inside the handler's transaction."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    async def first_delivery(self, envelope: Envelope[Any]) -> bool:
-        return envelope.id in await self.first_deliveries([envelope])
-
-    async def first_deliveries(self, envelopes: Sequence[Envelope[Any]]) -> set[uuid.UUID]:
-        """Record the envelopes' ids; returns those not seen before."""
-        rows = await self._conn.fetch(
-            "INSERT INTO inbox (message_id, message_type)"
-            " SELECT * FROM unnest($1::uuid[], $2::text[])"
-            " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-            [envelope.id for envelope in envelopes],
-            [envelope.type for envelope in envelopes],
-        )
-        return {row["message_id"] for row in rows}
 
 
 class Outbox:
@@ -197,41 +166,4 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
         reply_to=row["reply_to"],
         # A reply whose caller has gone is not lost: the answer is on the event bus too.
         mandatory=must_be_routed(row["exchange"], row["routing_key"]),
-    )
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    ]
-    more = exc.error_count() - len(problems)
-    return "; ".join(problems) + (f" (and {more} more)" if more > 0 else "")
-
-
-def parse_envelope(body: bytes, model: type[ModelT]) -> ModelT:
-    """Parse and validate a delivery's body, or say why it cannot be handled."""
-    if len(body) > MAX_BODY_BYTES:
-        raise UnprocessableMessageError(
-            f"body of {len(body)} bytes exceeds the {MAX_BODY_BYTES} bytes limit"
-        )
-    if b"\\u0000" in body or b"\x00" in body:
-        raise UnprocessableMessageError(
-            "invalid message: text contains a NUL character, which PostgreSQL cannot store"
-        )
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise UnprocessableMessageError(
-            f"invalid message: {describe_validation_error(exc)}"
-        ) from None
-
-
-def bind_envelope(envelope: Envelope[Any]) -> None:
-    """Every log line while this message is handled names it, its order and its correlation."""
-    structlog.contextvars.bind_contextvars(
-        message_id=str(envelope.id),
-        message_type=envelope.type,
-        correlation_id=envelope.correlation_id,
-        order_id=getattr(envelope.data, "marketplace_order_id", None),
     )
