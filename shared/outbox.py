@@ -1,5 +1,6 @@
 """The transactional outbox: messages written with the state they announce, in one
-transaction, and the relay that publishes them once the broker confirmed each."""
+transaction, and the relay that publishes them once the broker confirmed each. The outbox is
+in PostgreSQL, and in memory for the handlers' unit tests."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -22,7 +24,28 @@ from shared.topology import must_be_routed
 log = get_logger(__name__)
 
 
-class Outbox:
+class Outbox(Protocol):
+    #: How many messages were added: the unit of work wakes the relay when any was.
+    added: int
+
+    async def add(
+        self,
+        exchange: str,
+        envelope: Envelope[Any],
+        *,
+        routing_key: str | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> None:
+        """``message_id`` defaults to the envelope's; a copy of one envelope sent elsewhere
+        (a reply) needs its own."""
+        ...
+
+    async def add_many(self, exchange: str, envelopes: Sequence[Envelope[Any]]) -> None: ...
+
+
+class PostgresOutbox:
     """Writes outgoing messages in the caller's transaction; the relay publishes them."""
 
     def __init__(self, conn: Connection) -> None:
@@ -67,6 +90,52 @@ class Outbox:
             [e.correlation_id for e in envelopes],
         )
         self.added += len(envelopes)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One message of the in-memory outbox, as the relay would publish it."""
+
+    exchange: str
+    routing_key: str
+    envelope: Envelope[Any]
+    message_id: uuid.UUID
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+
+class MemoryOutbox:
+    """The messages in a list that the caller keeps (and restores on a rollback)."""
+
+    def __init__(self, messages: list[OutboxMessage]) -> None:
+        self._messages = messages
+        self.added = 0
+
+    async def add(
+        self,
+        exchange: str,
+        envelope: Envelope[Any],
+        *,
+        routing_key: str | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> None:
+        self._messages.append(
+            OutboxMessage(
+                exchange,
+                routing_key or envelope.type,
+                envelope,
+                message_id or envelope.id,
+                reply_to,
+                correlation_id or envelope.correlation_id,
+            )
+        )
+        self.added += 1
+
+    async def add_many(self, exchange: str, envelopes: Sequence[Envelope[Any]]) -> None:
+        for envelope in envelopes:
+            await self.add(exchange, envelope)
 
 
 class OutboxRelay(BackgroundTask):

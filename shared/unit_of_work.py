@@ -11,8 +11,8 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from shared.database import Connection
-from shared.inbox import Inbox
-from shared.outbox import Outbox
+from shared.inbox import PostgresInbox
+from shared.outbox import PostgresOutbox
 
 
 class UnitOfWork:
@@ -22,8 +22,8 @@ class UnitOfWork:
     subclass it and bind their repositories in :meth:`bind`.
     """
 
-    inbox: Inbox
-    outbox: Outbox
+    inbox: PostgresInbox
+    outbox: PostgresOutbox
 
     def __init__(
         self,
@@ -59,8 +59,8 @@ class UnitOfWork:
         except BaseException:
             await self._release()
             raise
-        self.inbox = Inbox(self._conn)
-        self.outbox = Outbox(self._conn)
+        self.inbox = PostgresInbox(self._conn)
+        self.outbox = PostgresOutbox(self._conn)
         self.bind(self._conn)
         return self
 

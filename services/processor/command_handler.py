@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from services.processor import commands
 from services.processor.metrics import COMMANDS_ANSWERED
-from services.processor.repository import ProcessorUnitOfWork, StoredCommand
+from services.processor.repository import ProcessorWork, StoredCommand
 from services.processor.rules import MarketplaceRules
 from shared.command_intake import (
     CommandSenders,
@@ -46,7 +46,7 @@ log = get_logger(__name__)
 
 
 async def store_marketplace_rules(
-    new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[MarketplaceRulesChanged]
+    new_uow: Callable[[], ProcessorWork], envelope: Envelope[MarketplaceRulesChanged]
 ) -> None:
     """Keep the newest rules Lengow gave for the marketplace; commands are checked by them."""
     changed = envelope.data
@@ -64,7 +64,7 @@ async def store_marketplace_rules(
 
 
 async def record_action_failure(
-    new_uow: Callable[[], ProcessorUnitOfWork], envelope: Envelope[OrderActionFailed]
+    new_uow: Callable[[], ProcessorWork], envelope: Envelope[OrderActionFailed]
 ) -> None:
     """The marketplace refused a command's action: the order's ship or refund is free again."""
     failed = envelope.data
@@ -79,7 +79,7 @@ class CommandHandler:
 
     def __init__(
         self,
-        new_uow: Callable[[], ProcessorUnitOfWork],
+        new_uow: Callable[[], ProcessorWork],
         *,
         carriers: Collection[str],
         refund_reasons: Collection[str],
@@ -92,7 +92,7 @@ class CommandHandler:
         self._refund_reasons = refund_reasons
         self._senders = senders
 
-    async def _rules(self, uow: ProcessorUnitOfWork, marketplace: str) -> MarketplaceRules:
+    async def _rules(self, uow: ProcessorWork, marketplace: str) -> MarketplaceRules:
         stored = await uow.rules.get(marketplace)
         if stored is not None:
             return MarketplaceRules.from_document(marketplace, stored)
@@ -172,7 +172,7 @@ class CommandHandler:
 
     async def _link(
         self,
-        uow: ProcessorUnitOfWork,
+        uow: ProcessorWork,
         received: ReceivedCommand,
         command: LinkOrder,
         known: bool,
@@ -202,7 +202,7 @@ class CommandHandler:
 
     async def _accept(
         self,
-        uow: ProcessorUnitOfWork,
+        uow: ProcessorWork,
         received: ReceivedCommand,
         command: OrderCommand,
         arguments: dict[str, Any],
@@ -236,7 +236,7 @@ class CommandHandler:
 
     async def _reject(
         self,
-        uow: ProcessorUnitOfWork,
+        uow: ProcessorWork,
         received: ReceivedCommand,
         reason: str,
         arguments: dict[str, Any] | None = None,
@@ -264,7 +264,7 @@ class CommandHandler:
         log.warning("command.rejected", command_id=received.command_id, reason=reason)
 
     async def _answer_again(
-        self, uow: ProcessorUnitOfWork, received: ReceivedCommand, known: StoredCommand
+        self, uow: ProcessorWork, received: ReceivedCommand, known: StoredCommand
     ) -> None:
         model = (
             CommandAccepted
@@ -277,7 +277,7 @@ class CommandHandler:
 
     async def _answer(
         self,
-        uow: ProcessorUnitOfWork,
+        uow: ProcessorWork,
         received: ReceivedCommand,
         type: EventType,
         answer_data: CommandAccepted | CommandRejected,

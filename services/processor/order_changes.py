@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from services.processor import deadlines, lifecycle, outcomes
 from services.processor.deadlines import DEFAULT_ACCEPTANCE_DELAY
 from services.processor.metrics import TRANSITIONS
-from services.processor.repository import ProcessorUnitOfWork, Transition
+from services.processor.repository import ProcessorWork, Transition
 from shared.contracts import Envelope, EventType, OrderRef, OrderSnapshot, follow_up
 from shared.logging import get_logger
 from shared.settlement import UnprocessableMessageError
@@ -25,7 +25,7 @@ log = get_logger(__name__)
 
 
 async def handle_order_changes(
-    new_uow: Callable[[], ProcessorUnitOfWork],
+    new_uow: Callable[[], ProcessorWork],
     envelopes: Sequence[Envelope[OrderSnapshot]],
     acceptance_delay: timedelta = DEFAULT_ACCEPTANCE_DELAY,
 ) -> None:

@@ -1,4 +1,5 @@
-"""PostgreSQL adapter of the processor: orders, their history, and the unit of work."""
+"""PostgreSQL adapter of the processor: orders, their history, and the unit of work; and the
+protocols the handlers see them through (``memory.py`` is the other implementation)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, Self
 
 from services.processor.deadlines import PENDING_ON, DueDates
 from services.processor.lifecycle import SETTLED_STATUSES, OrderState
@@ -19,8 +21,105 @@ from shared.contracts import (
     OrderSnapshot,
 )
 from shared.database import Connection
+from shared.inbox import Inbox
+from shared.outbox import Outbox
 from shared.retention import RetentionRule
 from shared.unit_of_work import UnitOfWork
+
+
+class Orders(Protocol):
+    async def lock(self, ref: OrderRef) -> None:
+        """Serialise work on one order, including its creation, until the transaction ends."""
+        ...
+
+    async def lock_many(self, keys: list[tuple[str, str]]) -> None: ...
+
+    async def get(self, ref: OrderRef) -> OrderState | None: ...
+
+    async def get_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], OrderState]: ...
+
+    async def save_many(
+        self,
+        saved: dict[tuple[str, str], tuple[OrderState, OrderSnapshot]],
+        due: Mapping[tuple[str, str], DueDates] | None = None,
+    ) -> None: ...
+
+    async def add_transitions(self, transitions: list[Transition]) -> None: ...
+
+
+class Commands(Protocol):
+    async def get(self, command_id: str) -> StoredCommand | None: ...
+
+    async def add(
+        self,
+        *,
+        command_id: str,
+        command_type: str | None,
+        ref: OrderRef | None,
+        arguments: dict[str, Any],
+        outcome: str,
+        reason: str | None,
+        answer_type: str,
+        answer: dict[str, Any],
+        message_id: uuid.UUID | None,
+        request_digest: str | None = None,
+    ) -> None: ...
+
+    async def in_flight(self, ref: OrderRef, command_type: str) -> list[InFlightCommand]:
+        """The accepted commands of this type on the order whose action has neither reached
+        its status nor failed, oldest first."""
+        ...
+
+    async def awaiting_many(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], list[tuple[str, str]]]:
+        """Per order, the accepted commands (id, type) whose outcome was not observed yet,
+        oldest first."""
+        ...
+
+    async def complete_many(self, command_ids: list[str]) -> None: ...
+
+    async def mark_failed(self, command_id: str, errors: list[str]) -> bool:
+        """False when it was already marked."""
+        ...
+
+
+class Rules(Protocol):
+    async def get(self, marketplace: str) -> dict[str, Any] | None: ...
+
+    async def save(
+        self, marketplace: str, source: str, rules: dict[str, Any], fetched_at: datetime
+    ) -> bool:
+        """False when a newer read is already stored."""
+        ...
+
+
+class ProcessorWork(Protocol):
+    """One transaction over the processor's stores, as the handlers use it."""
+
+    @property
+    def inbox(self) -> Inbox: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def orders(self) -> Orders: ...
+
+    @property
+    def commands(self) -> Commands: ...
+
+    @property
+    def rules(self) -> Rules: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class OrderRepository:
