@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, overload
 
 import asyncpg
 import uvloop
@@ -14,10 +15,12 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel
 
+from shared.access import EMITS
 from shared.amqp import AmqpPublisher
 from shared.command_intake import ReceivedCommand, read_command
 from shared.consumers import QueueConsumer, SubscriberSettler
 from shared.contracts import Envelope
+from shared.database import create_pool, migrate_dsn
 from shared.observability import (
     Check,
     OpsServer,
@@ -28,11 +31,47 @@ from shared.observability import (
     refresh_outbox_metrics,
 )
 from shared.outbox import OutboxRelay
+from shared.retention import Pruner, RetentionRule
 from shared.settings import ServiceSettings
 from shared.settlement import RedeliveryBackoff
-from shared.topology import CONSUMERS
+from shared.topology import CONSUMERS, declare_topology, described_consumer, document_events
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+PartT = TypeVar("PartT")
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+class NotStartedError(RuntimeError):
+    """A service's part was used before the service made it, at start."""
+
+
+class StartedPart(Generic[PartT]):
+    """A part a service makes when it opens (its pool, its outbox relay, its handlers),
+    declared on the service's class: read before it is made, it raises
+    :class:`NotStartedError`, said here once instead of by a guard per part and service."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, service: None, owner: type) -> Self: ...
+
+    @overload
+    def __get__(self, service: object, owner: type) -> PartT: ...
+
+    def __get__(self, service: object | None, owner: type) -> Self | PartT:
+        if service is None:
+            return self
+        try:
+            part: PartT = vars(service)[self._name]
+        except KeyError:
+            raise NotStartedError(
+                f"{type(service).__name__} is not started: its {self._name} is made at start"
+            ) from None
+        return part
+
+    def __set__(self, service: object, part: PartT) -> None:
+        vars(service)[self._name] = part
 
 
 def service_broker(service: str, settings: ServiceSettings) -> RabbitBroker:
@@ -177,6 +216,62 @@ def command_subscriber(
         await consumer.run_raw(message, handle)
 
     return consumer
+
+
+class ServiceRuntime(Generic[SettingsT]):
+    """What every service's running process holds and does alike: its broker and publisher,
+    its database (migrated, pooled) with the outbox relay and the retention pruner, made at
+    start and stopped at close, in that order. A service subclasses it with its consumers
+    and handlers, and names itself in ``name``."""
+
+    name: ClassVar[str]
+    pool = StartedPart[asyncpg.Pool]()
+    relay = StartedPart[OutboxRelay]()
+    pruner = StartedPart[Pruner]()
+
+    def __init__(self, settings: SettingsT) -> None:
+        self.settings = settings
+        self.broker = service_broker(self.name, settings)
+        self.publisher = service_publisher(settings)
+        document_events(self.broker, *EMITS[self.name])
+
+    async def open_database(self, schema: str, pool_size: int) -> asyncpg.Pool:
+        """Migrate the service's schema, pool connections to it, and make the relay."""
+        dsn = self.settings.database_url.get_secret_value()
+        await migrate_dsn(dsn, schema, f"services.{self.name}")
+        self.pool = pool = await create_pool(dsn, schema, max_size=pool_size)
+        self.relay = await outbox_relay(pool, self.publisher, self.settings)
+        return pool
+
+    async def start_messaging(self, retention: Sequence[RetentionRule] = ()) -> None:
+        """Declare the topology, then start the relay and the pruner of the messaging tables
+        and of ``retention``'s."""
+        await declare_topology(self.broker)
+        self.relay.start()
+        rules = [*self.settings.messaging_retention(), *retention]
+        self.pruner = Pruner(
+            self.pool, self.name, rules, interval=self.settings.prune_interval_seconds
+        )
+        self.pruner.start()
+
+    async def close_messaging(self) -> None:
+        """Stop what :meth:`start_messaging` and :meth:`open_database` started, those that
+        were."""
+        with suppress(NotStartedError):
+            await self.pruner.stop()
+        with suppress(NotStartedError):
+            await self.relay.stop()
+        await self.publisher.close()
+        with suppress(NotStartedError):
+            await self.pool.close()
+
+    def described_queue(
+        self, queue: RabbitQueue, model: type[Envelope[Any]], description: str
+    ) -> RabbitBroker:
+        """For the AsyncAPI document: a queue consumed outside FastStream."""
+        return described_consumer(
+            self.settings.amqp_url.get_secret_value(), queue, model, description
+        )
 
 
 def service_app(service: str, runtime: Runtime) -> FastStream:

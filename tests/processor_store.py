@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from services.processor.lifecycle import OrderState
-from services.processor.repository import ProcessorWork
+from services.processor.repository import AnsweredCommand, ProcessorWork
 from shared.contracts import Envelope, LengowStatus, OrderRef, OrderSnapshot
 from tests.factories import BASE_TIME, order_snapshot
 
@@ -50,16 +50,18 @@ async def add_command(
     work: ProcessorWork, command_id: str, command_type: str, order_id: str, outcome: str
 ) -> None:
     await work.commands.add(
-        command_id=command_id,
-        command_type=command_type,
-        ref=ref(order_id),
-        arguments={"carrier": "colissimo"},
-        outcome=outcome,
-        reason=None if outcome == "accepted" else "refused",
-        answer_type=f"command.{outcome}",
-        answer={"command_id": command_id},
-        message_id=uuid.uuid4(),
-        request_digest=f"digest-{command_id}",
+        AnsweredCommand(
+            command_id=command_id,
+            command_type=command_type,
+            ref=ref(order_id),
+            arguments={"carrier": "colissimo"},
+            outcome=outcome,
+            reason=None if outcome == "accepted" else "refused",
+            answer_type=f"command.{outcome}",
+            answer={"command_id": command_id},
+            message_id=uuid.uuid4(),
+            request_digest=f"digest-{command_id}",
+        )
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
@@ -12,51 +11,39 @@ from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import NotifierUnitOfWork
 from services.notifier.settings import NotifierSettings
-from shared.access import EMITS
 from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, OrderRefunded, OrderShipped
-from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.outbox import OutboxRelay
-from shared.retention import Pruner
 from shared.service import (
+    ServiceRuntime,
+    StartedPart,
     command_subscriber,
     envelope_subscriber,
-    outbox_relay,
     service_app,
-    service_broker,
     service_ops,
-    service_publisher,
 )
 from shared.topology import (
     NOTIFIER_COMMANDS,
     NOTIFIER_ORDER_REFUNDED,
     NOTIFIER_ORDER_SHIPPED,
     consumer_queue,
-    declare_topology,
-    described_consumer,
-    document_events,
 )
 
 log = get_logger("services.notifier")
 
 
-class Notifier:
-    """The running notifier: broker, database pool, outbox relay and invoice service."""
+class Notifier(ServiceRuntime[NotifierSettings]):
+    """The running notifier: its consumers, the invoice service and the command handler."""
+
+    name = "notifier"
+    service = StartedPart[InvoiceService]()
+    command_handler = StartedPart[InvoiceCommandHandler]()
 
     def __init__(self, settings: NotifierSettings) -> None:
-        self.settings = settings
-        self.broker = service_broker("notifier", settings)
-        self.publisher = service_publisher(settings)
-        document_events(self.broker, *EMITS["notifier"])
+        super().__init__(settings)
         self.order_shipped_queue = consumer_queue(NOTIFIER_ORDER_SHIPPED)
         self.order_refunded_queue = consumer_queue(NOTIFIER_ORDER_REFUNDED)
         self.commands_queue = consumer_queue(NOTIFIER_COMMANDS)
-        self._commands: InvoiceCommandHandler | None = None
-        self._pool: asyncpg.Pool | None = None
-        self._relay: OutboxRelay | None = None
-        self._pruner: Pruner | None = None
-        self._service: InvoiceService | None = None
         self.mailer = InvoiceMailer(settings)
         # The bulk of the notifier's traffic: consumed on aiormq's channel directly (see
         # shared/consumers.py), each invoice on its own, up to PREFETCH_COUNT at once.
@@ -98,69 +85,27 @@ class Notifier:
         )
 
     def described(self) -> RabbitBroker:
-        """For the AsyncAPI document: the queue consumed outside FastStream."""
-        return described_consumer(
-            self.settings.amqp_url.get_secret_value(),
+        return self.described_queue(
             self.order_shipped_queue,
             Envelope[OrderShipped],
             "Issues the customer's invoice and emails it, once per order.",
         )
 
-    @property
-    def service(self) -> InvoiceService:
-        if self._service is None:
-            raise RuntimeError("the notifier is not started")
-        return self._service
-
-    @property
-    def command_handler(self) -> InvoiceCommandHandler:
-        if self._commands is None:
-            raise RuntimeError("the notifier is not started")
-        return self._commands
-
-    @property
-    def relay(self) -> OutboxRelay:
-        if self._relay is None:
-            raise RuntimeError("the notifier is not started")
-        return self._relay
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("the notifier is not started")
-        return self._pool
-
     async def open(self) -> None:
-        dsn = self.settings.database_url.get_secret_value()
-        schema = self.settings.notifier_db_schema
-        await migrate_dsn(dsn, schema, "services.notifier")
-        self._pool = await create_pool(dsn, schema, max_size=self.settings.notifier_db_pool_size)
-        self._relay = await outbox_relay(self._pool, self.publisher, self.settings)
-        self._service = InvoiceService(
-            self.settings,
-            self._pool,
-            self._relay.wake,
-            self.mailer,
-            InvoiceRenderer(),
+        settings = self.settings
+        pool = await self.open_database(settings.notifier_db_schema, settings.notifier_db_pool_size)
+        relay = self.relay
+        self.service = InvoiceService(
+            self.settings, pool, relay.wake, self.mailer, InvoiceRenderer()
         )
-        relay = self._relay
-        pool = self._pool
-        self._commands = InvoiceCommandHandler(
-            self._service,
+        self.command_handler = InvoiceCommandHandler(
+            self.service,
             lambda: NotifierUnitOfWork(pool, relay.wake),
             self.settings.command_senders,
         )
 
     async def started(self) -> None:
-        await declare_topology(self.broker)
-        self.relay.start()
-        self._pruner = Pruner(
-            self.pool,
-            "notifier",
-            self.settings.messaging_retention(),
-            interval=self.settings.prune_interval_seconds,
-        )
-        self._pruner.start()
+        await self.start_messaging()
         released = await self.service.recheck_holds()
         await self.orders_shipped.start()
         await self.ops.start()
@@ -192,13 +137,7 @@ class Notifier:
         await self.refunds.stop()
         await self.commands.stop()
         await self.mailer.close()
-        if self._pruner is not None:
-            await self._pruner.stop()
-        if self._relay is not None:
-            await self._relay.stop()
-        await self.publisher.close()
-        if self._pool is not None:
-            await self._pool.close()
+        await self.close_messaging()
         log.info("notifier.stopped")
 
 

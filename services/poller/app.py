@@ -9,7 +9,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker, RabbitQueue
 
@@ -21,7 +20,6 @@ from services.poller.marketplaces import MarketplaceRulesReader
 from services.poller.repository import PollerRepository, poller_retention
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
-from shared.access import EMITS
 from shared.consumers import BatchConsumer, SubscriberSettler
 from shared.contracts import (
     Envelope,
@@ -30,17 +28,13 @@ from shared.contracts import (
     OrderStatusChanged,
     SyncOrders,
 )
-from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
-from shared.outbox import OutboxRelay
-from shared.retention import Pruner
 from shared.service import (
+    ServiceRuntime,
+    StartedPart,
     envelope_subscriber,
-    outbox_relay,
     service_app,
-    service_broker,
     service_ops,
-    service_publisher,
 )
 from shared.settlement import UnprocessableMessageError
 from shared.topology import (
@@ -50,9 +44,6 @@ from shared.topology import (
     POLLER_ORDER_RECORDED,
     POLLER_SYNC,
     consumer_queue,
-    declare_topology,
-    described_consumer,
-    document_events,
 )
 
 log = get_logger("services.poller")
@@ -62,28 +53,24 @@ log = get_logger("services.poller")
 ACTION_STALL_SECONDS = 120.0
 
 
-class Poller:
-    """The running poller: broker, database pool, Lengow clients and the schedule."""
+class Poller(ServiceRuntime[PollerSettings]):
+    """The running poller: its Lengow clients, the schedule, the gateway and its consumers."""
+
+    name = "poller"
+    sync = StartedPart[OrderSync]()
+    gateway = StartedPart[ActionGateway]()
+    imports = StartedPart[ImportMarker]()
+    rules = StartedPart[MarketplaceRulesReader]()
 
     def __init__(self, settings: PollerSettings) -> None:
-        self.settings = settings
-        self.broker = service_broker("poller", settings)
-        self.publisher = service_publisher(settings)
-        document_events(self.broker, *EMITS["poller"])
+        super().__init__(settings)
         self.sync_queue = consumer_queue(POLLER_SYNC)
         self.actions_queue = consumer_queue(POLLER_ACTION_REQUESTED)
         self.recorded_queue = consumer_queue(POLLER_ORDER_RECORDED)
         self.linked_queue = consumer_queue(POLLER_ORDER_LINKED)
-        self._pool: asyncpg.Pool | None = None
-        self._sync: OrderSync | None = None
-        self._gateway: ActionGateway | None = None
-        self._imports: ImportMarker | None = None
-        self._rules: MarketplaceRulesReader | None = None
         self.budget = RateBudget(
             settings.lengow_calls_per_minute, settings.lengow_budget_window_seconds
         )
-        self._relay: OutboxRelay | None = None
-        self._pruner: Pruner | None = None
         self._clients: dict[str, LengowClient] = {}
         self._tasks: list[asyncio.Task[None]] = []
         #: Polls are overdue counting from here until each source's first one ends.
@@ -119,7 +106,7 @@ class Poller:
             settings,
             settings.poller_ops_port,
             self.broker,
-            self.pool,
+            lambda: self.pool,
             checks={"polls": self.polls_check, "actions": self.actions_check},
             consumer=self.recorded,
         )
@@ -142,36 +129,6 @@ class Poller:
             "Polls Lengow now, outside the schedule (ops).",
         )
 
-    @property
-    def gateway(self) -> ActionGateway:
-        if self._gateway is None:
-            raise RuntimeError("the poller is not started")
-        return self._gateway
-
-    @property
-    def imports(self) -> ImportMarker:
-        if self._imports is None:
-            raise RuntimeError("the poller is not started")
-        return self._imports
-
-    @property
-    def rules(self) -> MarketplaceRulesReader:
-        if self._rules is None:
-            raise RuntimeError("the poller is not started")
-        return self._rules
-
-    @property
-    def relay(self) -> OutboxRelay:
-        if self._relay is None:
-            raise RuntimeError("the poller is not started")
-        return self._relay
-
-    @property
-    def sync(self) -> OrderSync:
-        if self._sync is None:
-            raise RuntimeError("the poller is not started")
-        return self._sync
-
     async def open(self) -> None:
         settings = self.settings
         if not settings.lengow_sources:
@@ -179,11 +136,8 @@ class Poller:
                 "LENGOW_SOURCES is empty: set it to a JSON list of"
                 ' {"name", "account_id", "marketplace", "access_token", "secret"}'
             )
-        dsn = settings.database_url.get_secret_value()
-        await migrate_dsn(dsn, settings.poller_db_schema, "services.poller")
-        self._pool = await create_pool(
-            dsn, settings.poller_db_schema, max_size=settings.poller_db_pool_size
-        )
+        pool = await self.open_database(settings.poller_db_schema, settings.poller_db_pool_size)
+        relay = self.relay
         self._clients = {
             source.name: LengowClient(
                 settings.lengow_api_url,
@@ -196,31 +150,18 @@ class Poller:
             )
             for source in settings.lengow_sources
         }
-        polls = PollerRepository(self._pool)
-        self._sync = OrderSync(settings, polls, self._clients, self.publish)
-        self._relay = await outbox_relay(self._pool, self.publisher, settings)
-        self._rules = MarketplaceRulesReader(settings, self._pool, self._clients, self._relay.wake)
-        self._gateway = ActionGateway(
-            settings, self._pool, self._clients, self._relay.wake, self._rules.refresh_soon
-        )
-        self._imports = ImportMarker(settings, self._pool, self._clients)
+        self.sync = OrderSync(settings, PollerRepository(pool), self._clients, self.publish)
+        self.rules = rules = MarketplaceRulesReader(settings, pool, self._clients, relay.wake)
+        self.gateway = ActionGateway(settings, pool, self._clients, relay.wake, rules.refresh_soon)
+        self.imports = ImportMarker(settings, pool, self._clients)
 
     async def started(self) -> None:
-        await declare_topology(self.broker)
-        self.relay.start()
-        self._pruner = Pruner(
-            self.pool(),
-            "poller",
-            [
-                *self.settings.messaging_retention(),
-                *poller_retention(
-                    poll_runs=timedelta(days=self.settings.poll_runs_retention_days),
-                    personal_data=timedelta(days=self.settings.personal_data_retention_days),
-                ),
-            ],
-            interval=self.settings.prune_interval_seconds,
+        await self.start_messaging(
+            poller_retention(
+                poll_runs=timedelta(days=self.settings.poll_runs_retention_days),
+                personal_data=timedelta(days=self.settings.personal_data_retention_days),
+            )
         )
-        self._pruner.start()
         await self.recorded.start()
         await self.ops.start()
         self._started_at = time.monotonic()
@@ -243,19 +184,12 @@ class Poller:
         )
 
     def described(self) -> RabbitBroker:
-        """For the AsyncAPI document: the queue consumed outside FastStream."""
-        return described_consumer(
-            self.settings.amqp_url.get_secret_value(),
+        return self.described_queue(
             self.recorded_queue,
             Envelope[OrderStatusChanged],
             "Marks each order the processor recorded as imported at Lengow (PATCH"
             " /v3.0/orders/moi/); consumed in batches.",
         )
-
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("the poller is not started")
-        return self._pool
 
     async def close(self) -> None:
         await self.ops.stop()
@@ -266,15 +200,9 @@ class Poller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._pruner is not None:
-            await self._pruner.stop()
-        if self._relay is not None:
-            await self._relay.stop()
-        await self.publisher.close()
         for client in self._clients.values():
             await client.aclose()
-        if self._pool is not None:
-            await self._pool.close()
+        await self.close_messaging()
         log.info("poller.stopped")
 
     async def publish(self, envelope: Envelope[Any]) -> None:

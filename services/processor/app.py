@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import asyncpg
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
@@ -18,7 +17,6 @@ from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.order_changes import handle_order_changes
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
 from services.processor.settings import ProcessorSettings
-from shared.access import EMITS
 from shared.consumers import BatchConsumer
 from shared.contracts import (
     Envelope,
@@ -26,21 +24,16 @@ from shared.contracts import (
     OrderActionFailed,
     OrderSnapshot,
 )
-from shared.database import create_pool, migrate_dsn
 from shared.logging import configure_logging, get_logger
 from shared.observability import (
     refresh_outbox_metrics,
 )
-from shared.outbox import OutboxRelay
-from shared.retention import Pruner
 from shared.service import (
+    ServiceRuntime,
     command_subscriber,
     envelope_subscriber,
-    outbox_relay,
     service_app,
-    service_broker,
     service_ops,
-    service_publisher,
 )
 from shared.topology import (
     PROCESSOR_ACTION_FAILED,
@@ -48,29 +41,22 @@ from shared.topology import (
     PROCESSOR_MARKETPLACE_RULES,
     PROCESSOR_ORDER_CHANGED,
     consumer_queue,
-    declare_topology,
-    described_consumer,
-    document_events,
 )
 
 log = get_logger("services.processor")
 
 
-class Processor:
-    """The running processor: broker, database pool and outbox relay."""
+class Processor(ServiceRuntime[ProcessorSettings]):
+    """The running processor: its consumers, the command handler and the deadline watch."""
+
+    name = "processor"
 
     def __init__(self, settings: ProcessorSettings) -> None:
-        self.settings = settings
-        self.broker = service_broker("processor", settings)
-        document_events(self.broker, *EMITS["processor"])
+        super().__init__(settings)
         self.order_changed_queue = consumer_queue(PROCESSOR_ORDER_CHANGED)
         self.commands_queue = consumer_queue(PROCESSOR_COMMANDS)
         self.rules_queue = consumer_queue(PROCESSOR_MARKETPLACE_RULES)
         self.failures_queue = consumer_queue(PROCESSOR_ACTION_FAILED)
-        self._pool: asyncpg.Pool | None = None
-        self._relay: OutboxRelay | None = None
-        self._pruner: Pruner | None = None
-        self.publisher = service_publisher(settings)
         # The bulk of the traffic: consumed in batches on aio-pika (see shared/consumers.py),
         # twice the batch in flight so that the next batch gathers while one commits.
         self.order_changes = BatchConsumer(
@@ -141,51 +127,24 @@ class Processor:
         )
 
     def described(self) -> RabbitBroker:
-        """For the AsyncAPI document: the queue consumed outside FastStream."""
-        return described_consumer(
-            self.settings.amqp_url.get_secret_value(),
+        return self.described_queue(
             self.order_changed_queue,
             Envelope[OrderSnapshot],
             "Applies each observed order snapshot to the order's lifecycle; deliveries are"
             " committed and acknowledged in batches.",
         )
 
-    @property
-    def pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            raise RuntimeError("the processor is not started")
-        return self._pool
-
-    @property
-    def relay(self) -> OutboxRelay:
-        if self._relay is None:
-            raise RuntimeError("the processor is not started")
-        return self._relay
-
     def unit_of_work(self) -> ProcessorUnitOfWork:
         return ProcessorUnitOfWork(self.pool, self.relay.wake)
 
     async def open(self) -> None:
         """Migrate and connect, before the broker starts consuming."""
-        dsn = self.settings.database_url.get_secret_value()
-        schema = self.settings.processor_db_schema
-        await migrate_dsn(dsn, schema, "services.processor")
-        self._pool = await create_pool(dsn, schema, max_size=self.settings.processor_db_pool_size)
-        self._relay = await outbox_relay(self._pool, self.publisher, self.settings)
+        settings = self.settings
+        await self.open_database(settings.processor_db_schema, settings.processor_db_pool_size)
 
     async def started(self) -> None:
-        await declare_topology(self.broker)
-        self.relay.start()
-        self._pruner = Pruner(
-            self.pool,
-            "processor",
-            [
-                *self.settings.messaging_retention(),
-                personal_data_rule(timedelta(days=self.settings.personal_data_retention_days)),
-            ],
-            interval=self.settings.prune_interval_seconds,
-        )
-        self._pruner.start()
+        personal_data = timedelta(days=self.settings.personal_data_retention_days)
+        await self.start_messaging([personal_data_rule(personal_data)])
         await self.order_changes.start()
         self.deadlines.start()
         await self.ops.start()
@@ -205,13 +164,7 @@ class Processor:
         await self.deadlines.stop()
         for settler in self._settlers:
             await settler.stop()
-        if self._pruner is not None:
-            await self._pruner.stop()
-        if self._relay is not None:
-            await self._relay.stop()
-        await self.publisher.close()
-        if self._pool is not None:
-            await self._pool.close()
+        await self.close_messaging()
         log.info("processor.stopped")
 
 

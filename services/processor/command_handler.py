@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from services.processor import commands
 from services.processor.metrics import COMMANDS_ANSWERED
-from services.processor.repository import ProcessorWork, StoredCommand
+from services.processor.repository import AnsweredCommand, ProcessorWork, StoredCommand
 from services.processor.rules import MarketplaceRules
 from shared.command_intake import (
     CommandSenders,
@@ -218,16 +218,18 @@ class CommandHandler:
             command_type=CommandType(received.envelope.type),
         )
         await uow.commands.add(
-            command_id=command.command_id,
-            command_type=received.command_type,
-            ref=command,
-            arguments=arguments,
-            outcome="accepted",
-            reason=None,
-            answer_type=EventType.COMMAND_ACCEPTED,
-            answer=answer.model_dump(mode="json"),
-            message_id=received.envelope.id,
-            request_digest=digest,
+            AnsweredCommand(
+                command_id=command.command_id,
+                command_type=received.command_type,
+                ref=command,
+                arguments=arguments,
+                outcome="accepted",
+                reason=None,
+                answer_type=EventType.COMMAND_ACCEPTED,
+                answer=answer.model_dump(mode="json"),
+                message_id=received.envelope.id,
+                request_digest=digest,
+            )
         )
         await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
         await uow.outbox.add(EVENTS.name, self._follow(received, follow_type, follow))
@@ -248,16 +250,18 @@ class CommandHandler:
         answer = rejection(received, reason)
         if received.command_id is not None and store:
             await uow.commands.add(
-                command_id=received.command_id,
-                command_type=received.command_type,
-                ref=received.ref,
-                arguments=arguments or {},
-                outcome="rejected",
-                reason=reason,
-                answer_type=EventType.COMMAND_REJECTED,
-                answer=answer.model_dump(mode="json"),
-                message_id=received.envelope.id if received.envelope else None,
-                request_digest=digest,
+                AnsweredCommand(
+                    command_id=received.command_id,
+                    command_type=received.command_type,
+                    ref=received.ref,
+                    arguments=arguments or {},
+                    outcome="rejected",
+                    reason=reason,
+                    answer_type=EventType.COMMAND_REJECTED,
+                    answer=answer.model_dump(mode="json"),
+                    message_id=received.envelope.id if received.envelope else None,
+                    request_digest=digest,
+                )
             )
         await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
         COMMANDS_ANSWERED.labels("rejected").inc()

@@ -20,6 +20,7 @@ from typing import Any, Self
 from services.processor.deadlines import DueDates
 from services.processor.lifecycle import OrderState
 from services.processor.repository import (
+    AnsweredCommand,
     InFlightCommand,
     ProcessorWork,
     StoredCommand,
@@ -100,27 +101,21 @@ class MemoryCommands:
         row = self._data.commands.get(command_id)
         return None if row is None else row.stored
 
-    async def add(
-        self,
-        *,
-        command_id: str,
-        command_type: str | None,
-        ref: OrderRef | None,
-        arguments: dict[str, Any],
-        outcome: str,
-        reason: str | None,
-        answer_type: str,
-        answer: dict[str, Any],
-        message_id: uuid.UUID | None,
-        request_digest: str | None = None,
-    ) -> None:
-        if command_id in self._data.commands:
-            raise KeyError(f"command {command_id} is already stored")
-        self._data.commands[command_id] = CommandRow(
-            StoredCommand(command_id, outcome, answer_type, answer, request_digest),
-            command_type or "unknown",
+    async def add(self, command: AnsweredCommand) -> None:
+        if command.command_id in self._data.commands:
+            raise KeyError(f"command {command.command_id} is already stored")
+        ref = command.ref
+        self._data.commands[command.command_id] = CommandRow(
+            StoredCommand(
+                command.command_id,
+                command.outcome,
+                command.answer_type,
+                command.answer,
+                command.request_digest,
+            ),
+            command.command_type or "unknown",
             None if ref is None else (ref.marketplace, ref.marketplace_order_id),
-            arguments,
+            command.arguments,
         )
 
     def _awaiting(self) -> list[CommandRow]:

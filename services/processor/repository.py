@@ -50,20 +50,7 @@ class Orders(Protocol):
 class Commands(Protocol):
     async def get(self, command_id: str) -> StoredCommand | None: ...
 
-    async def add(
-        self,
-        *,
-        command_id: str,
-        command_type: str | None,
-        ref: OrderRef | None,
-        arguments: dict[str, Any],
-        outcome: str,
-        reason: str | None,
-        answer_type: str,
-        answer: dict[str, Any],
-        message_id: uuid.UUID | None,
-        request_digest: str | None = None,
-    ) -> None: ...
+    async def add(self, command: AnsweredCommand) -> None: ...
 
     async def in_flight(self, ref: OrderRef, command_type: str) -> list[InFlightCommand]:
         """The accepted commands of this type on the order whose action has neither reached
@@ -285,6 +272,22 @@ class StoredCommand:
 
 
 @dataclass(frozen=True)
+class AnsweredCommand:
+    """A command as it is stored once answered: what it asked, the outcome, the answer."""
+
+    command_id: str
+    command_type: str | None
+    ref: OrderRef | None
+    arguments: dict[str, Any]
+    outcome: str
+    reason: str | None
+    answer_type: str
+    answer: dict[str, Any]
+    message_id: uuid.UUID | None
+    request_digest: str | None = None
+
+
+@dataclass(frozen=True)
 class InFlightCommand:
     """An accepted command whose action has neither reached its status nor failed."""
 
@@ -334,35 +337,23 @@ class CommandRepository:
         )
         return done is not None
 
-    async def add(
-        self,
-        *,
-        command_id: str,
-        command_type: str | None,
-        ref: OrderRef | None,
-        arguments: dict[str, Any],
-        outcome: str,
-        reason: str | None,
-        answer_type: str,
-        answer: dict[str, Any],
-        message_id: uuid.UUID | None,
-        request_digest: str | None = None,
-    ) -> None:
+    async def add(self, command: AnsweredCommand) -> None:
+        ref = command.ref
         await self._conn.execute(
             "INSERT INTO commands (command_id, command_type, marketplace, marketplace_order_id,"
             " arguments, outcome, reason, answer_type, answer, message_id, request_digest)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            command_id,
-            command_type or "unknown",
+            command.command_id,
+            command.command_type or "unknown",
             ref.marketplace if ref else None,
             ref.marketplace_order_id if ref else None,
-            arguments,
-            outcome,
-            reason,
-            answer_type,
-            answer,
-            message_id,
-            request_digest,
+            command.arguments,
+            command.outcome,
+            command.reason,
+            command.answer_type,
+            command.answer,
+            command.message_id,
+            command.request_digest,
         )
 
     async def awaiting_many(

@@ -296,6 +296,6 @@ async def test_an_order_lengow_does_not_know_is_not_marked_again_and_again(
     await poller.imports.mark_pending()
     await poller.imports.mark_pending()
     assert sandbox.calls("PATCH /v3.0/orders/moi/") == 1
-    row = await poller.pool().fetchrow("SELECT state, last_error FROM imports")
+    row = await poller.pool.fetchrow("SELECT state, last_error FROM imports")
     assert row["state"] == "failed"
     assert "Pas trouvé" in row["last_error"]

@@ -61,7 +61,7 @@ async def follow_until_final(poller: Poller, rounds: int = 30) -> None:
     for _ in range(rounds):
         await poller.gateway.follow_up()
         await poller.relay.publish_pending()
-        async with poller.pool().acquire() as conn:
+        async with poller.pool.acquire() as conn:
             if not await conn.fetchval("SELECT count(*) FROM actions WHERE state = 'open'"):
                 return
         await asyncio.sleep(0.1)

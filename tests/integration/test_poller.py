@@ -434,7 +434,7 @@ async def test_each_source_polls_on_its_own_schedule(
         await asyncio.wait_for(stuck.wait(), 5)
         await asyncio.sleep(1.5)
         assert "ManoMano Fulfillment" not in poller.sync.last_finished
-        runs = await poller.pool().fetchval(
+        runs = await poller.pool.fetchval(
             "SELECT count(*) FROM poll_runs WHERE source = 'ManoMano Standard'"
         )
         assert runs >= 3  # polled again and again meanwhile
@@ -478,7 +478,7 @@ async def test_an_unreadable_order_is_kept_and_read_again_until_it_reads(
     poller = await poller_factory(poll_overlap_seconds=0)
     first = await poller.sync.incremental(source(poller))
     assert (first.published, first.malformed) == (4, 1)
-    [kept] = await poller.pool().fetch("SELECT * FROM quarantined_orders")
+    [kept] = await poller.pool.fetch("SELECT * FROM quarantined_orders")
     assert kept["marketplace_order_id"] in ids
     assert "updated_at" in kept["reason"]
     assert kept["raw"]["updated_at"] == "yesterday-ish"  # as Lengow sent it
@@ -495,7 +495,7 @@ async def test_an_unreadable_order_is_kept_and_read_again_until_it_reads(
         await events.wait_for(lambda r: len(r.of_type("order.changed")) >= 1)
     assert published_ids(events) == [kept["marketplace_order_id"]]
     assert second.published == 1
-    assert await poller.pool().fetchval("SELECT count(*) FROM quarantined_orders") == 0
+    assert await poller.pool.fetchval("SELECT count(*) FROM quarantined_orders") == 0
 
 
 async def test_an_order_in_a_status_lengow_added_is_kept_as_such(
@@ -508,7 +508,7 @@ async def test_an_order_in_a_status_lengow_added_is_kept_as_such(
     poller = await poller_factory(poll_overlap_seconds=0)
     report = await poller.sync.incremental(source(poller))
     assert (report.published, report.malformed, report.unknown_status) == (2, 0, 1)
-    [kept] = await poller.pool().fetch("SELECT * FROM quarantined_orders")
+    [kept] = await poller.pool.fetch("SELECT * FROM quarantined_orders")
     assert (kept["marketplace_order_id"], kept["kind"]) == (ids[1], "unknown_status")
     assert "'waiting_payment'" in kept["reason"]
     code, output = await ordersctl_json(amqp_url, database_url, "quarantine")
@@ -516,5 +516,5 @@ async def test_an_order_in_a_status_lengow_added_is_kept_as_such(
     assert [(r["marketplace_order_id"], r["kind"]) for r in json.loads(output)] == [
         (ids[1], "unknown_status")
     ]
-    run = await poller.pool().fetchrow("SELECT * FROM poll_runs ORDER BY id DESC LIMIT 1")
+    run = await poller.pool.fetchrow("SELECT * FROM poll_runs ORDER BY id DESC LIMIT 1")
     assert run["unknown_status"] == 1
