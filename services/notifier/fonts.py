@@ -7,9 +7,10 @@ font is cut once to a :class:`FontCut` (the characters a name, an address or a p
 can be written in), and every glyph of the cut is picked, in a fixed order, before any
 document is drawn: each document's subset is then the whole cut with the same codes, so the
 PDF objects that describe the font are the same for every document. fpdf2 builds them once,
-with its own subsetting (:func:`_harvest`), and each document gets a copy of those objects.
+with its own subsetting (:func:`_harvest`), and each document gets a copy of those objects,
+its font program cut to the outlines it drew (:class:`FontProgram`).
 
-Two cuts: :data:`LATIN` (what the four ManoMano countries write in, 12 kB a font) for
+Two cuts: :data:`LATIN` (what the four ManoMano countries write in, 15 kB a font, compressed) for
 nearly every document, :data:`EVERY_SCRIPT` (Greek and Cyrillic too, 26 kB) for a page that
 needs it; the renderer draws with the first and draws again with the second when the page
 held a character the first lacks.
@@ -21,18 +22,31 @@ tests check the embedded subsets, and the renders are looked at with pdftoppm.
 
 from __future__ import annotations
 
+import io
+import struct
 import tempfile
+import zlib
+from collections.abc import Iterable, Mapping
 from copy import copy
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from itertools import accumulate
 from pathlib import Path
 
 import font_source_sans_pro
 from fontTools import subset, ttLib
+from fontTools.ttLib.sfnt import SFNTWriter
 from fpdf import FPDF
 from fpdf.fonts import PDFFontDescriptor, TTFFont
-from fpdf.output import OutputProducer, PDFExtGState, PDFFont, PDFType3Font, PDFXObject
+from fpdf.output import (
+    OutputProducer,
+    PDFExtGState,
+    PDFFont,
+    PDFFontStream,
+    PDFType3Font,
+    PDFXObject,
+)
 from fpdf.pattern import Pattern
 from fpdf.syntax import PDFArray, PDFContentStream, PDFObject
 
@@ -84,6 +98,94 @@ def _cut(style: str, cut: FontCut, folder: Path) -> Path:
 
 
 @dataclass(frozen=True)
+class FontProgram:
+    """The prepared font's TrueType program, taken apart once so that each document embeds
+    the outlines it draws and no others: every table as it is but ``glyf`` and ``loca``,
+    written again for each document with the other glyphs left empty. Glyph ids stay, so the
+    PDF objects describing the font (widths, the code-to-glyph map) stay the same for every
+    document. Written here because fontTools' subsetter renumbers glyphs and costs the 40 ms
+    this module exists to save; this is slicing bytes (SFNTWriter writes the checksums)."""
+
+    tables: Mapping[str, bytes]
+    outlines: tuple[bytes, ...]
+    #: Per glyph id: the glyphs its outline is drawn with, itself and its components.
+    parts: tuple[frozenset[int], ...]
+    glyph_of: Mapping[int, int]
+
+    @classmethod
+    def of(cls, program: bytes) -> FontProgram:
+        font = ttLib.TTFont(io.BytesIO(program))
+        glyf, offsets, order = font.reader["glyf"], font["loca"], font.getGlyphOrder()
+        outlines = tuple(
+            _padded(glyf[offsets[gid] : offsets[gid + 1]]) for gid in range(len(order))
+        )
+        components = [
+            {font.getGlyphID(c.glyphName) for c in font["glyf"][name].components}
+            if font["glyf"][name].isComposite()
+            else set()
+            for name in order
+        ]
+        head = font.reader["head"]
+        # Long offsets in the loca written per document, whatever the program had.
+        kept = [tag for tag in sorted(font.reader.keys()) if tag not in _REWRITTEN]
+        tables = {tag: font.reader[tag] for tag in kept}
+        tables["head"] = head[:50] + struct.pack(">h", 1) + head[52:]
+        cmap = font.getBestCmap()
+        return cls(
+            tables=tables,
+            outlines=outlines,
+            parts=tuple(_closure(gid, components) for gid in range(len(order))),
+            glyph_of={code: font.getGlyphID(name) for code, name in cmap.items()},
+        )
+
+    def cut_to(self, characters: Iterable[str]) -> bytes:
+        """The program with the outlines of ``characters`` (and of .notdef) only."""
+        used = {0}
+        for character in characters:
+            glyph = self.glyph_of.get(ord(character))
+            if glyph is not None:
+                used |= self.parts[glyph]
+        kept = [outline if glyph in used else b"" for glyph, outline in enumerate(self.outlines)]
+        offsets = [0, *accumulate(map(len, kept))]
+        tables = {
+            **self.tables,
+            "glyf": b"".join(kept),
+            "loca": struct.pack(f">{len(offsets)}I", *offsets),
+        }
+        out = io.BytesIO()
+        writer = SFNTWriter(out, len(tables))
+        for tag in sorted(tables):
+            writer[tag] = tables[tag]
+        writer.close()
+        return out.getvalue()
+
+
+_REWRITTEN = ("glyf", "loca", "head")
+
+
+def _padded(outline: bytes) -> bytes:
+    return outline + b"\0" * (-len(outline) % 4)
+
+
+def _closure(glyph: int, components: list[set[int]]) -> frozenset[int]:
+    found, todo = {glyph}, [glyph]
+    while todo:
+        for part in components[todo.pop()] - found:
+            found.add(part)
+            todo.append(part)
+    return frozenset(found)
+
+
+class DrawnPDF(FPDF):
+    """A document that knows every character drawn on it (its sections add them), so that
+    its output embeds only their outlines."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.drawn: set[str] = set()
+
+
+@dataclass(frozen=True)
 class FontObjects:
     """The PDF objects fpdf2 wrote for one font in the prepared document; each document
     adds copies, linked to one another as these are."""
@@ -95,6 +197,7 @@ class FontObjects:
     descriptor: PDFFontDescriptor
     cid_to_gid: PDFContentStream
     font_file: PDFContentStream
+    program: FontProgram
 
 
 class PreparedFont(TTFFont):
@@ -156,7 +259,8 @@ def _harvest(pdf: FPDF, fonts: list[PreparedFont]) -> None:
             system_info=descendant.c_i_d_system_info,
             descriptor=descendant.font_descriptor,
             cid_to_gid=descendant.c_i_d_to_g_i_d_map,
-            font_file=descendant.font_descriptor.font_file2,  # type: ignore[attr-defined]
+            font_file=(font_file := descendant.font_descriptor.font_file2),  # type: ignore[attr-defined]
+            program=FontProgram.of(zlib.decompress(font_file.content_stream())),
         )
 
 
@@ -186,10 +290,17 @@ class PreparedFontsOutput(OutputProducer):
         return made
 
     def _add_copies(self, objects: FontObjects) -> PDFFont:
+        """Copies of the font's objects, its program cut to what was drawn when the document
+        says (a :class:`DrawnPDF`), else whole."""
         composite, descendant = copy(objects.composite), copy(objects.descendant)
         descriptor, to_unicode = copy(objects.descriptor), copy(objects.to_unicode)
         system_info, cid_to_gid = copy(objects.system_info), copy(objects.cid_to_gid)
-        font_file = copy(objects.font_file)
+        drawn = self.fpdf.drawn if isinstance(self.fpdf, DrawnPDF) else None
+        font_file = (
+            copy(objects.font_file)
+            if drawn is None
+            else PDFFontStream(objects.program.cut_to(drawn))
+        )
         composite.descendant_fonts = PDFArray([descendant])
         composite.to_unicode = to_unicode
         descendant.c_i_d_system_info = system_info  # type: ignore[assignment]

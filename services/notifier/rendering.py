@@ -21,6 +21,7 @@ from services.notifier.fonts import (
     CUTS,
     FAMILY,
     LATIN,
+    DrawnPDF,
     FontCut,
     PreparedFontsOutput,
     prepared_fonts,
@@ -448,8 +449,8 @@ class InvoiceRenderer:
     def _draw(
         self, invoice: Invoice, xml: bytes | None, wording: Wording | None, cut: FontCut
     ) -> Page:
-        pdf = FPDF(format="A4", enforce_compliance=COMPLIANCE)
-        page = Page(pdf, invoice, LABELS[invoice.language])
+        pdf = DrawnPDF(format="A4", enforce_compliance=COMPLIANCE)
+        page = Page(pdf, invoice, LABELS[invoice.language], drawn=pdf.drawn)
         created = _midday(invoice.issued_on)
         pdf.set_title(f"{page.title} {invoice.number}")
         pdf.set_author(invoice.seller.legal_name)

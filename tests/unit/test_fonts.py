@@ -5,10 +5,18 @@ notifier draws them) come out as they do one by one."""
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from pypdf import PdfReader
+import pytest
+from fontTools import ttLib
+from pypdf import PdfReader, PdfWriter
+from pypdf.generic import NameObject, NumberObject
 from structlog.testing import capture_logs
 
 from services.notifier.fonts import EVERY_SCRIPT, LATIN, FontCut, prepared_fonts
@@ -26,19 +34,26 @@ def named(name: str) -> Invoice:
 
 
 def embedded_cut(pdf: bytes) -> set[FontCut]:
-    """Which prepared cut each embedded font program is, told by its length."""
-    lengths = {
-        font.objects.font_file.length1: cut  # type: ignore[attr-defined]
+    """Which prepared cut each embedded font is, told by its code-to-glyph map."""
+    maps = {
+        zlib.decompress(font.objects.cid_to_gid.content_stream()): cut
         for cut in (LATIN, EVERY_SCRIPT)
         for font in prepared_fonts(cut)
     }
+    return {maps[descendant["/CIDToGIDMap"].get_object().get_data()] for descendant in fonts(pdf)}
+
+
+def fonts(pdf: bytes) -> list[Any]:
     reader = PdfReader(io.BytesIO(pdf))
-    cuts = set()
+    found = []
     for font in reader.pages[0]["/Resources"]["/Font"].values():
         (descendant,) = font.get_object()["/DescendantFonts"]
-        program = descendant.get_object()["/FontDescriptor"]["/FontFile2"].get_object()
-        cuts.add(lengths[program["/Length1"]])
-    return cuts
+        found.append(descendant.get_object())
+    return found
+
+
+def program_of(descendant: Any) -> Any:
+    return descendant["/FontDescriptor"]["/FontFile2"].get_object()
 
 
 def text_of(pdf: bytes) -> str:
@@ -81,3 +96,44 @@ def test_documents_drawn_at_once_in_threads_are_those_drawn_one_by_one() -> None
         at_once = list(pool.map(RENDERER.pdf, invoices))
     assert at_once == one_by_one
     assert len(set(one_by_one)) == len(invoices)
+
+
+def whole_program(*, bold: bool) -> bytes:
+    """The prepared program as fpdf2 subset it, every glyph of the cut with its outline."""
+    font_file = prepared_fonts(LATIN)[1 if bold else 0].objects.font_file
+    return zlib.decompress(font_file.content_stream())
+
+
+def test_each_document_embeds_the_outlines_it_draws_and_no_others() -> None:
+    pdf = RENDERER.pdf(named("Camille Martin"))
+    for descendant in fonts(pdf):
+        program = ttLib.TTFont(io.BytesIO(program_of(descendant).get_data()))
+        glyphs = program["glyf"]
+        assert glyphs["C"].numberOfContours > 0  # drawn: Camille
+        assert glyphs["germandbls"].numberOfContours == 0  # ß: drawn nowhere on this page
+        assert len(program_of(descendant).get_data()) < len(whole_program(bold=False))
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (make tools)")
+def test_the_page_looks_the_same_as_with_the_whole_font(tmp_path: Path) -> None:
+    """Every glyph drawn kept its outline: the page rasterised with the embedded programs
+    and with the whole prepared programs put in their place is the same, pixel for pixel."""
+    pdf = RENDERER.pdf(named("Zoë Müller-Ñúñez Łukasiewicz"))
+    writer = PdfWriter(clone_from=io.BytesIO(pdf))
+    for font in writer.pages[0]["/Resources"]["/Font"].values():
+        (descendant,) = font.get_object()["/DescendantFonts"]
+        bold = "Bold" in str(font.get_object()["/BaseFont"])
+        stream = program_of(descendant.get_object())
+        program = whole_program(bold=bold)
+        stream.set_data(program)
+        stream[NameObject("/Length1")] = NumberObject(len(program))
+    (tmp_path / "cut.pdf").write_bytes(pdf)
+    with (tmp_path / "whole.pdf").open("wb") as out:
+        writer.write(out)
+    for name in ("cut", "whole"):
+        subprocess.run(
+            ["pdftoppm", "-r", "100", "-png", "-singlefile", name + ".pdf", name],
+            cwd=tmp_path,
+            check=True,
+        )
+    assert (tmp_path / "cut.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
