@@ -61,8 +61,12 @@ class FontCut:
     name: str
     characters: frozenset[int]
 
+    def lacks(self, text: set[str]) -> set[str]:
+        """The characters of ``text`` this cut has no glyph for."""
+        return {character for character in text if ord(character) not in self.characters}
+
     def holds(self, text: set[str]) -> bool:
-        return all(ord(character) in self.characters for character in text)
+        return not self.lacks(text)
 
 
 #: Latin-1 and Latin Extended-A: French, Spanish, Italian, German, and the other European

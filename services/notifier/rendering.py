@@ -4,13 +4,12 @@ with its XML (``factur_x.py``), and the email bodies (Jinja2), in the document's
 from __future__ import annotations
 
 from copy import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from fpdf import FPDF
 from fpdf.enums import OutputIntentSubType, XPos, YPos
 from fpdf.output import PDFICCProfile
 from fpdf.util import builtin_srgb2014_bytes
@@ -77,11 +76,14 @@ INK = (30, 30, 30)
 class Page:
     """What every section of the page draws with; the sections keep no state of their own."""
 
-    pdf: FPDF
+    pdf: DrawnPDF
     invoice: Invoice
     labels: dict[str, str]
-    #: Every character drawn, to tell whether the page's font cut held them all.
-    drawn: set[str] = field(default_factory=set)
+
+    @property
+    def drawn(self) -> set[str]:
+        """Every character drawn: which font cut holds them, which outlines to embed."""
+        return self.pdf.drawn
 
     @property
     def language(self) -> Language:
@@ -436,7 +438,7 @@ class InvoiceRenderer:
             page = self._draw(invoice, xml, wording, cut)
             if cut.holds(page.drawn):
                 break
-        left_out = sorted(c for c in page.drawn if ord(c) not in cut.characters)
+        left_out = sorted(cut.lacks(page.drawn))
         if left_out:
             log.warning(
                 "document.characters_left_out",
@@ -450,7 +452,7 @@ class InvoiceRenderer:
         self, invoice: Invoice, xml: bytes | None, wording: Wording | None, cut: FontCut
     ) -> Page:
         pdf = DrawnPDF(format="A4", enforce_compliance=COMPLIANCE)
-        page = Page(pdf, invoice, LABELS[invoice.language], drawn=pdf.drawn)
+        page = Page(pdf, invoice, LABELS[invoice.language])
         created = _midday(invoice.issued_on)
         pdf.set_title(f"{page.title} {invoice.number}")
         pdf.set_author(invoice.seller.legal_name)

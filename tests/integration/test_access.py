@@ -44,12 +44,8 @@ async def urls(amqp_url: str, database_url: str) -> dict[str, dict[str, str]]:
     """Every user and role provisioned with fresh passwords; each one's URLs. The exchanges
     are declared first, as any service does at start: on a new broker this test may be the
     first to run, and publishing to a missing exchange is refused to everyone alike."""
-    broker = RabbitBroker(amqp_url, logger=None)
-    await broker.connect()
-    try:
+    async with RabbitBroker(amqp_url) as broker:
         await declare_topology(broker)
-    finally:
-        await broker.stop()
     secrets = {name: uuid.uuid4().hex for name in [*SERVICES, ORDERSCTL]}
     return await provision_locally(secrets, amqp_url, database_url)
 
