@@ -1,10 +1,12 @@
-"""The unit of work: one database transaction, with the inbox and outbox bound to it."""
+"""The unit of work: one database transaction, with the inbox and outbox bound to it; and its
+in-memory counterpart for the handlers' unit tests."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import ClassVar, Generic, Protocol, Self, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -12,7 +14,24 @@ from asyncpg.transaction import Transaction
 
 from shared.database import Connection
 from shared.inbox import PostgresInbox
-from shared.outbox import PostgresOutbox
+from shared.outbox import MemoryOutbox, Outbox, OutboxMessage, PostgresOutbox
+
+
+class Work(Protocol):
+    """What every service's unit of work is, as its handlers see it: a block that commits on
+    a clean exit and rolls back on an exception, with the outbox written in it."""
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
 class UnitOfWork:
@@ -83,3 +102,47 @@ class UnitOfWork:
     async def _release(self) -> None:
         if self._acquired is not None:
             await self._pool.release(self._acquired)
+
+
+class MemoryData(Protocol):
+    """A service's stores kept in memory: whatever they hold, and the outbox."""
+
+    outbox: list[OutboxMessage]
+
+
+DataT = TypeVar("DataT", bound=MemoryData)
+
+
+class MemoryTransaction(Generic[DataT]):
+    """One transaction over a service's data in memory: what the block wrote is kept on a
+    clean exit and undone on an exception (the data as it was on entry, copied whole: the
+    tests' stores are small). Services subclass it and bind their repositories in
+    :meth:`bind`."""
+
+    outbox: MemoryOutbox
+    #: What the session holds rather than the transaction (a lock): kept by a rollback.
+    session_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, data: DataT) -> None:
+        self._data = data
+
+    def bind(self, data: DataT) -> None:
+        """Attach the service's repositories to the data."""
+
+    async def __aenter__(self) -> Self:
+        self._before = copy.deepcopy(self._data)
+        self.outbox = MemoryOutbox(self._data.outbox)
+        self.bind(self._data)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            return
+        kept = {name: getattr(self._data, name) for name in self.session_fields}
+        self._data.__dict__.update(self._before.__dict__)
+        self._data.__dict__.update(kept)

@@ -7,9 +7,19 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.notifier.invoice import Seller
+
 BASE_TIME = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 #: The order most tests use.
 ORDER = "M250112345678"
+#: The seller of the invoice tests.
+SELLER = Seller(
+    legal_name="Outils Martin SAS",
+    address=("12 avenue de la République", "69003 Lyon", "France"),
+    siren="123456789",
+    siret="12345678900012",
+    vat_number="FR12123456789",
+)
 
 
 def order_snapshot(
@@ -149,3 +159,16 @@ def order_shipped(
         "tracking_url": tracking["url"],
         "is_delivered_by_marketplace": fulfillment,
     }
+
+
+def order_refunded(status: str, minute: int, **amounts: str) -> dict[str, Any]:
+    """``order.refunded`` for :func:`order_shipped`'s order, refunded at ``minute``;
+    ``amounts``: the refunded amount by line id."""
+    data = order_shipped()
+    data["lines"] = [
+        {**line, "refunded_amount": amounts.get(line["marketplace_order_line_id"])}
+        for line in data["lines"]
+    ]
+    data["refund_status"] = status
+    data["refunded_at"] = f"2026-12-01T10:{minute:02d}:00+00:00"
+    return data

@@ -9,7 +9,7 @@ from services.notifier.commands import InvoiceCommandHandler
 from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
-from services.notifier.repository import NotifierUnitOfWork
+from services.notifier.repository import PostgresNotifierStore
 from services.notifier.settings import NotifierSettings
 from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, OrderRefunded, OrderShipped
@@ -94,14 +94,10 @@ class Notifier(ServiceRuntime[NotifierSettings]):
     async def open(self) -> None:
         settings = self.settings
         pool = await self.open_database(settings.notifier_db_schema, settings.notifier_db_pool_size)
-        relay = self.relay
-        self.service = InvoiceService(
-            self.settings, pool, relay.wake, self.mailer, InvoiceRenderer()
-        )
+        store = PostgresNotifierStore(pool, self.relay.wake)
+        self.service = InvoiceService(self.settings, store, self.mailer, InvoiceRenderer())
         self.command_handler = InvoiceCommandHandler(
-            self.service,
-            lambda: NotifierUnitOfWork(pool, relay.wake),
-            self.settings.command_senders,
+            self.service, store.work, self.settings.command_senders
         )
 
     async def started(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from services.notifier.handlers import CommandRefusedError, InvoiceService
 from services.notifier.mailer import InDoubtDeliveryError, PermanentDeliveryError
-from services.notifier.repository import NotifierUnitOfWork, StoredCommand, StoredInvoice
+from services.notifier.repository import NotifierWork, StoredCommand, StoredInvoice
 from shared.command_intake import (
     CommandSenders,
     ReceivedCommand,
@@ -40,7 +40,7 @@ class InvoiceCommandHandler:
     def __init__(
         self,
         service: InvoiceService,
-        new_uow: Callable[[], NotifierUnitOfWork],
+        new_uow: Callable[[], NotifierWork],
         senders: CommandSenders,
     ) -> None:
         self._service = service

@@ -19,8 +19,6 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import asyncpg
-
 from services.notifier.credit_note import credit_lines, credited_so_far, refund_key
 from services.notifier.invoice import (
     DocumentKind,
@@ -35,11 +33,12 @@ from services.notifier.metrics import CREDIT_NOTES, INVOICES
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import (
     SETTLED_EMAIL_STATUSES,
+    DocumentExistsError,
     DocumentKey,
-    HoldRepository,
-    InvoiceRepository,
-    NotifierUnitOfWork,
-    RefundRepository,
+    NewDocument,
+    NotifierSession,
+    NotifierStore,
+    NotifierWork,
     StoredInvoice,
 )
 from services.notifier.sending import SOURCE, Dispatch, DocumentSender
@@ -54,7 +53,6 @@ from shared.contracts import (
     OrderShipped,
     follow_up,
 )
-from shared.database import Connection
 from shared.logging import get_logger
 from shared.settlement import RetryLaterError
 from shared.topology import EVENTS
@@ -80,25 +78,20 @@ class InvoiceService:
     def __init__(
         self,
         settings: NotifierSettings,
-        pool: asyncpg.Pool,
-        wake_relay: Callable[[], None],
+        store: NotifierStore,
         mailer: InvoiceMailer,
         renderer: InvoiceRenderer,
         clock: Callable[[], datetime] = lambda: datetime.now(INVOICE_TIMEZONE),
     ) -> None:
         self._settings = settings
-        self._pool = pool
-        self._wake_relay = wake_relay
+        self._store = store
         self._mailer = mailer
         self._renderer = renderer
         self._clock = clock
         self._seller = settings.seller()
         self._policy = settings.vat_policy()
         self._lease = timedelta(seconds=settings.invoice_claim_seconds)
-        self._sender = DocumentSender(settings, pool, wake_relay, mailer, renderer, clock)
-
-    def _unit_of_work(self, conn: Connection) -> NotifierUnitOfWork:
-        return NotifierUnitOfWork(self._pool, self._wake_relay, connection=conn)
+        self._sender = DocumentSender(settings, store, mailer, renderer, clock)
 
     def _skipped(self, order: OrderShipped) -> bool:
         if self._settings.invoice_mode == "mandate":
@@ -115,10 +108,10 @@ class InvoiceService:
         if self._skipped(envelope.data):
             return
         worker = uuid.uuid4().hex  # this attempt's claim
-        async with self._pool.acquire() as conn:
-            stored = await self._claimed_invoice(conn, envelope, worker)
+        async with self._store.session() as session:
+            stored = await self._claimed_invoice(session, envelope, worker)
             if stored is not None:
-                await self._sender.send(conn, self._invoice_dispatch(envelope), stored, worker)
+                await self._sender.send(session, self._invoice_dispatch(envelope), stored, worker)
 
     def _invoice_dispatch(self, envelope: Envelope[OrderShipped]) -> Dispatch:
         shipment = envelope.data
@@ -131,24 +124,24 @@ class InvoiceService:
         )
 
     async def _claimed_invoice(
-        self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
+        self, session: NotifierSession, envelope: Envelope[OrderShipped], worker: str
     ) -> StoredInvoice | None:
         """The invoice, numbered now if it was not, and claimed by ``worker``; None when it
         is already sent or failed, or held."""
         shipment = envelope.data
         key = DocumentKey.invoice_of(shipment)
-        stored = await InvoiceRepository(conn).get(key)
+        stored = await session.invoices.get(key)
         if stored is None:
             try:
-                return await self._number_invoice(conn, envelope, worker)
-            except asyncpg.UniqueViolationError:
+                return await self._number_invoice(session, envelope, worker)
+            except DocumentExistsError:
                 raise InvoiceBusyError(
                     f"invoice of {shipment.marketplace_order_id} is being numbered"
                 ) from None
-        return await self._claim(conn, key, stored, worker)
+        return await self._claim(session, key, stored, worker)
 
     async def _claim(
-        self, conn: Connection, key: DocumentKey, stored: StoredInvoice, worker: str
+        self, session: NotifierSession, key: DocumentKey, stored: StoredInvoice, worker: str
     ) -> StoredInvoice | None:
         if stored.email_status in SETTLED_EMAIL_STATUSES:
             log.info(
@@ -157,7 +150,7 @@ class InvoiceService:
                 email_status=stored.email_status,
             )
             return None
-        claimed = await InvoiceRepository(conn).claim(key, worker, self._lease)
+        claimed = await session.invoices.claim(key, worker, self._lease)
         if claimed is None:
             raise InvoiceBusyError(f"{stored.number} of {key.marketplace_order_id} is busy")
         return claimed
@@ -195,10 +188,12 @@ class InvoiceService:
             return held.reason
         return None
 
-    async def _hold(self, conn: Connection, envelope: Envelope[OrderShipped], reason: str) -> None:
+    async def _hold(
+        self, session: NotifierSession, envelope: Envelope[OrderShipped], reason: str
+    ) -> None:
         """Held, no number taken; said once per reason on the bus (``invoice.held``)."""
         shipment = envelope.data
-        async with self._unit_of_work(conn) as uow:
+        async with session.work() as uow:
             if await uow.holds.hold(shipment, reason, envelope.model_dump(mode="json")):
                 held = InvoiceHeld(
                     marketplace=shipment.marketplace,
@@ -213,7 +208,7 @@ class InvoiceService:
         log.warning("invoice.held", reason=reason)
 
     async def _number_invoice(
-        self, conn: Connection, envelope: Envelope[OrderShipped], worker: str
+        self, session: NotifierSession, envelope: Envelope[OrderShipped], worker: str
     ) -> StoredInvoice | None:
         """Give the invoice its number, claimed by ``worker``, or hold it (None) when it would
         not be right. It is built before the transaction: the sequence row stays locked only
@@ -223,10 +218,10 @@ class InvoiceService:
         try:
             draft = self._invoice(shipment, "", issued.date())
         except InvoiceHeldError as held:
-            await self._hold(conn, envelope, held.reason)
+            await self._hold(session, envelope, held.reason)
             return None
         key = DocumentKey.invoice_of(shipment)
-        async with self._unit_of_work(conn) as uow:
+        async with session.work() as uow:
             await uow.holds.release(shipment)
             sequence = await uow.invoices.next_sequence(
                 self._seller.siren, DocumentKind.INVOICE, issued.year
@@ -239,44 +234,32 @@ class InvoiceService:
 
     async def _add(
         self,
-        uow: NotifierUnitOfWork,
+        uow: NotifierWork,
         key: DocumentKey,
         document: Invoice,
         sequence: int,
         worker: str,
         source: Envelope[Any],
     ) -> StoredInvoice:
-        message_id = message_id_for(document, self._mailer.domain)
-        await uow.invoices.add(
+        new = NewDocument(
             key,
             document,
             seller=self._seller.siren,
             sequence=sequence,
-            language=document.language,
-            recipient=document.customer.email,
-            message_id=message_id,
+            message_id=message_id_for(document, self._mailer.domain),
             claimed_by=worker,
             lease=self._lease,
             source=source.model_dump(mode="json"),
         )
-        return StoredInvoice(
-            number=document.number,
-            issued_on=document.issued_on,
-            message_id=message_id,
-            email_status="pending",
-            attempts=0,
-            recipient=document.customer.email,
-            refers_to=document.refers_to,
-            lines=document.lines,
-            language=document.language,
-        )
+        await uow.invoices.add(new)
+        return new.stored()
 
     async def recheck_holds(self) -> int:
         """Look at every held invoice again (the settings may have been fixed since): each
         that can now be issued is issued and sent, then its order's refunds credited.
         Returns how many were released."""
-        async with self._pool.acquire() as conn:
-            held = await HoldRepository(conn).held()
+        async with self._store.session() as session:
+            held = await session.holds.held()
         released = 0
         for hold in held:
             envelope = Envelope[OrderShipped].model_validate(hold.shipment)
@@ -300,9 +283,9 @@ class InvoiceService:
     async def release(self, ref: OrderRef) -> StoredInvoice:
         """Issue the order's held invoice now that it can be right (then credit its waiting
         refunds); :class:`CommandRefusedError` says why not."""
-        async with self._pool.acquire() as conn:
-            issued = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
-            hold = await HoldRepository(conn).get(ref)
+        async with self._store.session() as session:
+            issued = await session.invoices.get(DocumentKey.invoice_of(ref))
+            hold = await session.holds.get(ref)
         if issued is not None:
             raise CommandRefusedError(
                 f"the invoice of {ref.marketplace_order_id} is already issued: {issued.number}"
@@ -314,15 +297,15 @@ class InvoiceService:
         if reason is not None:
             raise CommandRefusedError(f"the invoice is still held: {reason}")
         await self.on_order_shipped(envelope)
-        async with self._pool.acquire() as conn:
-            await self._credit_waiting(conn, ref)
+        async with self._store.session() as session:
+            await self._credit_waiting(session, ref)
         return await self._issued(ref)
 
     async def send_requested(self, ref: OrderRef) -> StoredInvoice:
         """Email an invoice kept on request, once."""
         key = DocumentKey.invoice_of(ref)
-        async with self._pool.acquire() as conn:
-            stored = await self._issued(ref, conn)
+        async with self._store.session() as session:
+            stored = await self._issued(ref, session)
             if stored.email_status == "sent":
                 raise CommandRefusedError(
                     f"{stored.number} was already emailed: `ordersctl invoice resend` sends it"
@@ -333,27 +316,27 @@ class InvoiceService:
                 raise CommandRefusedError(
                     f"{stored.number} is not kept on request (its email is {stored.email_status})"
                 )
-            envelope = await self._source(conn, key, stored)
-            await InvoiceRepository(conn).request_email(key)
+            envelope = await self._source(session, key, stored)
+            await session.invoices.request_email(key)
             worker = uuid.uuid4().hex
-            claimed = await InvoiceRepository(conn).claim(key, worker, self._lease)
+            claimed = await session.invoices.claim(key, worker, self._lease)
             if claimed is None:
                 raise InvoiceBusyError(f"{stored.number} is busy")
             dispatch = replace(self._invoice_dispatch(envelope), emailed=True)
-            await self._sender.send(conn, dispatch, claimed, worker)
+            await self._sender.send(session, dispatch, claimed, worker)
         return await self._issued(ref)
 
     async def resend(self, ref: OrderRef, command_id: str) -> StoredInvoice:
         """Email the archived invoice again: the same number and PDF, a message of its own."""
         key = DocumentKey.invoice_of(ref)
-        async with self._pool.acquire() as conn:
-            stored = await self._issued(ref, conn)
+        async with self._store.session() as session:
+            stored = await self._issued(ref, session)
             if stored.email_status not in SETTLED_EMAIL_STATUSES:
                 raise CommandRefusedError(
                     f"{stored.number} is being emailed right now ({stored.email_status})"
                 )
-            envelope = await self._source(conn, key, stored)
-            pdf = await InvoiceRepository(conn).pdf(key)
+            envelope = await self._source(session, key, stored)
+            pdf = await session.invoices.pdf(key)
             if pdf is None:
                 raise CommandRefusedError(f"{stored.number} has no archived PDF")
             await self._sender.resend(
@@ -362,23 +345,23 @@ class InvoiceService:
                 pdf,
                 "resend-" + hashlib.sha256(command_id.encode()).hexdigest()[:16],
             )
-            await InvoiceRepository(conn).record_resend(key)
+            await session.invoices.record_resend(key)
         return stored
 
-    async def _issued(self, ref: OrderRef, conn: Connection | None = None) -> StoredInvoice:
-        if conn is None:
-            async with self._pool.acquire() as fresh:
+    async def _issued(self, ref: OrderRef, session: NotifierSession | None = None) -> StoredInvoice:
+        if session is None:
+            async with self._store.session() as fresh:
                 return await self._issued(ref, fresh)
-        stored = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
+        stored = await session.invoices.get(DocumentKey.invoice_of(ref))
         if stored is None:
             raise CommandRefusedError(f"no invoice of {ref.marketplace_order_id} was issued")
         return stored
 
     @staticmethod
     async def _source(
-        conn: Connection, key: DocumentKey, stored: StoredInvoice
+        session: NotifierSession, key: DocumentKey, stored: StoredInvoice
     ) -> Envelope[OrderShipped]:
-        source = await InvoiceRepository(conn).source(key)
+        source = await session.invoices.source(key)
         if source is None:
             raise CommandRefusedError(
                 f"{stored.number} was issued by an older version that did not keep its order's"
@@ -392,18 +375,18 @@ class InvoiceService:
         refund = envelope.data
         if self._skipped(refund):
             return
-        async with self._pool.acquire() as conn:
-            async with self._unit_of_work(conn) as uow:
+        async with self._store.session() as session:
+            async with session.work() as uow:
                 await uow.refunds.add(refund, refund_key(refund), envelope.model_dump(mode="json"))
-            await self._credit_waiting(conn, refund)
+            await self._credit_waiting(session, refund)
             # A credit note numbered by an earlier delivery whose email did not end (SMTP
             # away, in doubt, its worker dead): its email goes on, by the same rule.
-            await self._credit(conn, envelope, refund_key(refund), None)
+            await self._credit(session, envelope, refund_key(refund), None)
 
     async def recheck_refunds(self) -> None:
         """Credit every refund still waiting (its invoice was held, or its figures were)."""
-        async with self._pool.acquire() as conn:
-            waiting = await RefundRepository(conn).waiting()
+        async with self._store.session() as session:
+            waiting = await session.refunds.waiting()
             orders = {
                 (refund.marketplace, refund.marketplace_order_id): refund
                 for refund in (
@@ -412,7 +395,7 @@ class InvoiceService:
             }
             for ref in orders.values():
                 try:
-                    await self._credit_waiting(conn, ref)
+                    await self._credit_waiting(session, ref)
                 except Exception as failure:  # redelivered refunds and the next start retry
                     log.warning(
                         "credit_note.recheck_failed",
@@ -420,23 +403,23 @@ class InvoiceService:
                         reason=str(failure),
                     )
 
-    async def _credit_waiting(self, conn: Connection, ref: OrderRef) -> None:
+    async def _credit_waiting(self, session: NotifierSession, ref: OrderRef) -> None:
         """Credit the order's waiting refunds, oldest first, once its invoice is numbered."""
-        invoice = await InvoiceRepository(conn).get(DocumentKey.invoice_of(ref))
+        invoice = await session.invoices.get(DocumentKey.invoice_of(ref))
         if invoice is None:
-            if await HoldRepository(conn).get(ref) is not None:
+            if await session.holds.get(ref) is not None:
                 log.info("credit_note.waits_for_invoice", reason="the invoice is held")
                 return
             raise InvoiceNotIssuedError(
                 f"the invoice of {ref.marketplace_order_id} is not numbered yet"
             )
-        for waiting in await RefundRepository(conn).waiting(ref):
+        for waiting in await session.refunds.waiting(ref):
             envelope = Envelope[OrderRefunded].model_validate(waiting.refund)
-            await self._credit(conn, envelope, waiting.refund_key, invoice)
+            await self._credit(session, envelope, waiting.refund_key, invoice)
 
     async def _credit(
         self,
-        conn: Connection,
+        session: NotifierSession,
         envelope: Envelope[OrderRefunded],
         key_of_refund: str,
         invoice: StoredInvoice | None,
@@ -446,17 +429,17 @@ class InvoiceService:
         refund = envelope.data
         key = DocumentKey.credit_note_of(refund, key_of_refund)
         worker = uuid.uuid4().hex
-        stored = await InvoiceRepository(conn).get(key)
+        stored = await session.invoices.get(key)
         if stored is None:
             if invoice is None:
                 return
-            stored = await self._number_credit_note(conn, envelope, key, invoice, worker)
+            stored = await self._number_credit_note(session, envelope, key, invoice, worker)
         elif stored.email_status in SETTLED_EMAIL_STATUSES:
             return
         else:
-            stored = await self._claim(conn, key, stored, worker)
+            stored = await self._claim(session, key, stored, worker)
         if stored is not None:
-            await self._sender.send(conn, self._credit_dispatch(envelope, key), stored, worker)
+            await self._sender.send(session, self._credit_dispatch(envelope, key), stored, worker)
 
     def _credit_dispatch(self, envelope: Envelope[OrderRefunded], key: DocumentKey) -> Dispatch:
         refund = envelope.data
@@ -492,7 +475,7 @@ class InvoiceService:
 
     async def _number_credit_note(
         self,
-        conn: Connection,
+        session: NotifierSession,
         envelope: Envelope[OrderRefunded],
         key: DocumentKey,
         invoice: StoredInvoice,
@@ -502,7 +485,7 @@ class InvoiceService:
         row is locked; None when nothing is left to credit or the refund is held."""
         refund = envelope.data
         issued = self._clock()
-        async with self._unit_of_work(conn) as uow:
+        async with session.work() as uow:
             await uow.invoices.get(DocumentKey.invoice_of(refund), for_update=True)
             if await uow.invoices.get(key) is not None:
                 raise InvoiceBusyError(f"the credit note of {key.refund_key} is being numbered")

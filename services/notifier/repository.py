@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -12,7 +14,7 @@ from services.notifier.invoice import DocumentKind, Invoice, InvoiceLine
 from services.notifier.labels import LANGUAGES, Language
 from shared.contracts import OrderRef
 from shared.database import Connection
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import UnitOfWork, Work
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,190 @@ def _language(stored: str) -> Language:
     return stored if stored in LANGUAGES else "fr"
 
 
+@dataclass(frozen=True)
+class StoredRefund:
+    refund_key: str
+    refund: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredHold:
+    reason: str
+    shipment: dict[str, Any]
+    held_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredCommand:
+    command_id: str
+    request_digest: str
+    outcome: str
+    answer: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class NewDocument:
+    """A document as it is numbered, and what is kept beside it."""
+
+    key: DocumentKey
+    document: Invoice
+    seller: str
+    sequence: int
+    message_id: str
+    #: The worker that numbers it holds it for ``lease``.
+    claimed_by: str
+    lease: timedelta
+    #: The event it answers, kept to email it later.
+    source: dict[str, Any]
+
+    def stored(self) -> StoredInvoice:
+        """The document as it reads back once added: pending, never attempted."""
+        document = self.document
+        return StoredInvoice(
+            number=document.number,
+            issued_on=document.issued_on,
+            message_id=self.message_id,
+            email_status="pending",
+            attempts=0,
+            recipient=document.customer.email,
+            refers_to=document.refers_to,
+            lines=document.lines,
+            language=document.language,
+        )
+
+
+class DocumentExistsError(Exception):
+    """The document was numbered already (by a concurrent delivery): nothing was added."""
+
+
+#: Failures of the store that a fresh connection may not meet: worth a retry.
+STORE_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+class Invoices(Protocol):
+    """Invoices and credit notes: their numbers, archived PDFs and emails' fate."""
+
+    async def claim(
+        self, key: DocumentKey, worker: str, lease: timedelta
+    ) -> StoredInvoice | None: ...
+
+    async def release(self, key: DocumentKey, worker: str) -> None: ...
+
+    async def get(self, key: DocumentKey, *, for_update: bool = False) -> StoredInvoice | None: ...
+
+    async def credit_notes_of(self, ref: OrderRef) -> list[StoredInvoice]: ...
+
+    async def next_sequence(self, seller: str, series: DocumentKind, year: int) -> int: ...
+
+    async def add(self, new: NewDocument) -> None:
+        """Raises :class:`DocumentExistsError` when the document is numbered already."""
+        ...
+
+    async def source(self, key: DocumentKey) -> dict[str, Any] | None: ...
+
+    async def request_email(self, key: DocumentKey) -> bool: ...
+
+    async def record_resend(self, key: DocumentKey) -> None: ...
+
+    async def pdf(self, key: DocumentKey) -> bytes | None: ...
+
+    async def set_status(
+        self,
+        key: DocumentKey,
+        status: str,
+        error: str | None = None,
+        *,
+        pdf: bytes | None = None,
+        doubtful: int | None = None,
+        resend_after: datetime | None = None,
+    ) -> None: ...
+
+
+class Refunds(Protocol):
+    async def add(self, ref: OrderRef, refund_key: str, refund: dict[str, Any]) -> None: ...
+
+    async def waiting(self, ref: OrderRef | None = None) -> list[StoredRefund]: ...
+
+    async def settle(
+        self, ref: OrderRef, refund_key: str, outcome: str, reason: str | None = None
+    ) -> None: ...
+
+
+class Holds(Protocol):
+    async def hold(self, ref: OrderRef, reason: str, shipment: dict[str, Any]) -> bool: ...
+
+    async def release(self, ref: OrderRef) -> None: ...
+
+    async def get(self, ref: OrderRef) -> StoredHold | None: ...
+
+    async def held(self) -> list[StoredHold]: ...
+
+    async def count(self) -> int: ...
+
+
+class NotifierCommands(Protocol):
+    async def get(self, command_id: str) -> StoredCommand | None: ...
+
+    async def start(
+        self, command_id: str, command_type: str, ref: OrderRef, request_digest: str
+    ) -> bool: ...
+
+    async def finish(
+        self, command_id: str, outcome: str, reason: str | None, answer: dict[str, Any]
+    ) -> None: ...
+
+    async def forget(self, command_id: str) -> None: ...
+
+
+class NotifierWork(Work, Protocol):
+    """One transaction over the notifier's stores, as the handlers use it."""
+
+    @property
+    def invoices(self) -> Invoices: ...
+
+    @property
+    def holds(self) -> Holds: ...
+
+    @property
+    def refunds(self) -> Refunds: ...
+
+    @property
+    def commands(self) -> NotifierCommands: ...
+
+
+class NotifierSession(Protocol):
+    """The store as one delivery holds it while it works on a document: each read and write
+    of the repositories stands on its own (one statement, committed at once); ``work`` is a
+    transaction in the same session."""
+
+    @property
+    def invoices(self) -> Invoices: ...
+
+    @property
+    def holds(self) -> Holds: ...
+
+    @property
+    def refunds(self) -> Refunds: ...
+
+    def work(self) -> NotifierWork: ...
+
+
+class NotifierStore(Protocol):
+    """Where the notifier keeps its documents: PostgreSQL in production, memory in the
+    handlers' unit tests (``memory.py``)."""
+
+    def session(self) -> AbstractAsyncContextManager[NotifierSession]: ...
+
+    def work(self) -> NotifierWork:
+        """A transaction of its own."""
+        ...
+
+
 class InvoiceRepository:
     """Invoices and credit notes: their numbers, archived PDFs and emails' fate."""
 
@@ -157,46 +343,37 @@ class InvoiceRepository:
         )
         return value
 
-    async def add(
-        self,
-        key: DocumentKey,
-        document: Invoice,
-        *,
-        seller: str,
-        sequence: int,
-        language: str,
-        recipient: str | None,
-        message_id: str,
-        claimed_by: str,
-        lease: timedelta,
-        source: dict[str, Any],
-    ) -> None:
+    async def add(self, new: NewDocument) -> None:
         """The numbered document, claimed by the worker that numbers it, its PDF to be
-        archived by :meth:`set_status`; ``source``: the event it answers."""
-        await self._conn.execute(
-            "INSERT INTO invoices (marketplace, marketplace_order_id, kind, refund_key, seller,"
-            " year, sequence, invoice_number, issued_on, language, currency, total_incl,"
-            " recipient, message_id, email_status, claimed_by, claimed_until, refers_to, lines,"
-            " source)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending',"
-            " $15, now() + $16::interval, $17, $18, $19)",
-            *key.params(),
-            seller,
-            document.issued_on.year,
-            sequence,
-            document.number,
-            document.issued_on,
-            language,
-            document.currency,
-            document.total_incl,
-            recipient,
-            message_id,
-            claimed_by,
-            lease,
-            document.refers_to,
-            [line.to_json() for line in document.lines],
-            source,
-        )
+        archived by :meth:`set_status`."""
+        document = new.document
+        try:
+            await self._conn.execute(
+                "INSERT INTO invoices (marketplace, marketplace_order_id, kind, refund_key, seller,"
+                " year, sequence, invoice_number, issued_on, language, currency, total_incl,"
+                " recipient, message_id, email_status, claimed_by, claimed_until, refers_to, lines,"
+                " source)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'pending',"
+                " $15, now() + $16::interval, $17, $18, $19)",
+                *new.key.params(),
+                new.seller,
+                document.issued_on.year,
+                new.sequence,
+                document.number,
+                document.issued_on,
+                document.language,
+                document.currency,
+                document.total_incl,
+                document.customer.email,
+                new.message_id,
+                new.claimed_by,
+                new.lease,
+                document.refers_to,
+                [line.to_json() for line in document.lines],
+                new.source,
+            )
+        except asyncpg.UniqueViolationError:
+            raise DocumentExistsError(f"{new.key} is numbered already") from None
 
     async def source(self, key: DocumentKey) -> dict[str, Any] | None:
         """The event the document answers, kept to email it later."""
@@ -256,12 +433,6 @@ class InvoiceRepository:
         )
 
 
-@dataclass(frozen=True)
-class StoredRefund:
-    refund_key: str
-    refund: dict[str, Any]
-
-
 class RefundRepository:
     """The refunds announced, until each is credited."""
 
@@ -302,13 +473,6 @@ class RefundRepository:
             outcome,
             reason,
         )
-
-
-@dataclass(frozen=True)
-class StoredHold:
-    reason: str
-    shipment: dict[str, Any]
-    held_at: datetime
 
 
 class HoldRepository:
@@ -368,14 +532,6 @@ class HoldRepository:
             "SELECT count(*) FROM invoice_holds WHERE released_at IS NULL"
         )
         return value
-
-
-@dataclass(frozen=True)
-class StoredCommand:
-    command_id: str
-    request_digest: str
-    outcome: str
-    answer: dict[str, Any] | None
 
 
 class CommandRepository:
@@ -442,3 +598,36 @@ class NotifierUnitOfWork(UnitOfWork):
         self.holds = HoldRepository(conn)
         self.refunds = RefundRepository(conn)
         self.commands = CommandRepository(conn)
+
+
+class PostgresNotifierSession:
+    """One pooled connection, held for a delivery."""
+
+    def __init__(self, conn: Connection, pool: asyncpg.Pool, wake_relay: Callable[[], None]):
+        self._conn = conn
+        self._pool = pool
+        self._wake_relay = wake_relay
+        self.invoices = InvoiceRepository(conn)
+        self.holds = HoldRepository(conn)
+        self.refunds = RefundRepository(conn)
+
+    def work(self) -> NotifierUnitOfWork:
+        return NotifierUnitOfWork(self._pool, self._wake_relay, connection=self._conn)
+
+
+class PostgresNotifierStore:
+    def __init__(self, pool: asyncpg.Pool, wake_relay: Callable[[], None]) -> None:
+        self._pool = pool
+        self._wake_relay = wake_relay
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[PostgresNotifierSession]:
+        async with self._pool.acquire() as conn:
+            yield PostgresNotifierSession(conn, self._pool, self._wake_relay)
+
+    def work(self) -> NotifierUnitOfWork:
+        return NotifierUnitOfWork(self._pool, self._wake_relay)
+
+
+#: mypy holds the PostgreSQL store to the protocol the handlers take.
+_STORE: Callable[[asyncpg.Pool, Callable[[], None]], NotifierStore] = PostgresNotifierStore

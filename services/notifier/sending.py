@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from email.message import Message
 from typing import Any
 
-import asyncpg
 from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -33,9 +32,10 @@ from services.notifier.mailer import (
 from services.notifier.metrics import CREDIT_NOTES, INVOICES
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import (
+    STORE_OUTAGES,
     DocumentKey,
-    InvoiceRepository,
-    NotifierUnitOfWork,
+    NotifierSession,
+    NotifierStore,
     StoredInvoice,
 )
 from services.notifier.settings import NotifierSettings
@@ -48,7 +48,6 @@ from shared.contracts import (
     InvoiceSent,
     follow_up,
 )
-from shared.database import Connection
 from shared.logging import get_logger
 from shared.settlement import RetryLaterError
 from shared.topology import EVENTS
@@ -85,45 +84,42 @@ class DocumentSender:
     def __init__(
         self,
         settings: NotifierSettings,
-        pool: asyncpg.Pool,
-        wake_relay: Callable[[], None],
+        store: NotifierStore,
         mailer: InvoiceMailer,
         renderer: InvoiceRenderer,
         clock: Callable[[], datetime],
     ) -> None:
         self._settings = settings
-        self._pool = pool
-        self._wake_relay = wake_relay
+        self._store = store
         self._mailer = mailer
         self._renderer = renderer
         self._clock = clock
 
-    def _unit_of_work(self, conn: Connection) -> NotifierUnitOfWork:
-        return NotifierUnitOfWork(self._pool, self._wake_relay, connection=conn)
-
     async def send(
-        self, conn: Connection, dispatch: Dispatch, stored: StoredInvoice, worker: str
+        self, session: NotifierSession, dispatch: Dispatch, stored: StoredInvoice, worker: str
     ) -> None:
         """Email the claimed document; the claim is released on any way out."""
         try:
-            await self._send(conn, dispatch, stored)
+            await self._send(session, dispatch, stored)
         except BaseException:
             try:
-                await InvoiceRepository(conn).release(dispatch.key, worker)
+                await session.invoices.release(dispatch.key, worker)
             except Exception as failure:  # the lease expires on its own
                 log.debug("document.release_failed", reason=str(failure))
             raise
 
-    async def _send(self, conn: Connection, dispatch: Dispatch, stored: StoredInvoice) -> None:
+    async def _send(
+        self, session: NotifierSession, dispatch: Dispatch, stored: StoredInvoice
+    ) -> None:
         document = dispatch.document(stored)
-        archived = None if stored.attempts == 0 else await InvoiceRepository(conn).pdf(dispatch.key)
+        archived = None if stored.attempts == 0 else await session.invoices.pdf(dispatch.key)
         # Rendered outside any transaction, archived with the next status change. On the event
         # loop: with the font prepared once (fonts.py) a document takes about 4 ms, and a thread
         # made the notifier a fifth slower (the GIL passed back and forth with the loop).
         pdf = archived if archived is not None else self._renderer.pdf(document)
         to_archive = None if archived is not None else pdf
         if not dispatch.emailed:
-            await InvoiceRepository(conn).set_status(dispatch.key, "archived", pdf=to_archive)
+            await session.invoices.set_status(dispatch.key, "archived", pdf=to_archive)
             log.info(
                 f"{_event_prefix(dispatch.key)}.archived",
                 invoice_number=stored.number,
@@ -134,21 +130,21 @@ class DocumentSender:
         try:
             recipient = checked_recipient(dispatch.email)
         except PermanentDeliveryError as failure:
-            await self._record_failure(conn, dispatch, stored, str(failure), to_archive)
+            await self._record_failure(session, dispatch, stored, str(failure), to_archive)
             return
 
-        doubtful = await self._doubts_before_sending(conn, dispatch, stored, to_archive)
+        doubtful = await self._doubts_before_sending(session, dispatch, stored, to_archive)
         if doubtful is None:
             return
         # One statement, atomic and committed on its own: no transaction block needed.
-        await InvoiceRepository(conn).set_status(
+        await session.invoices.set_status(
             dispatch.key, "sending", pdf=to_archive, doubtful=doubtful
         )
         message = self._mailer.compose(
             document, self._renderer.email(document), pdf, recipient, stored.message_id
         )
-        if await self._deliver(conn, dispatch, stored, message, doubtful):
-            await self._record_sent(conn, dispatch, stored, recipient)
+        if await self._deliver(session, dispatch, stored, message, doubtful):
+            await self._record_sent(session, dispatch, stored, recipient)
 
     async def resend(
         self, dispatch: Dispatch, stored: StoredInvoice, pdf: bytes, label: str
@@ -171,7 +167,7 @@ class DocumentSender:
 
     async def _doubts_before_sending(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         stored: StoredInvoice,
         to_archive: bytes | None,
@@ -182,7 +178,7 @@ class DocumentSender:
         if stored.email_status == "sending":
             doubtful += 1  # its worker died mid-call: it may have been delivered
         if doubtful >= MOST_DOUBTFUL_ATTEMPTS:
-            await self._give_up(conn, dispatch, stored, doubtful, to_archive)
+            await self._give_up(session, dispatch, stored, doubtful, to_archive)
             return None
         due = stored.resend_after
         if stored.email_status == "in_doubt" and due is not None and self._clock() < due:
@@ -200,7 +196,7 @@ class DocumentSender:
 
     async def _deliver(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         stored: StoredInvoice,
         message: Message,
@@ -210,14 +206,14 @@ class DocumentSender:
         try:
             await self._send_retrying(message)
         except PermanentDeliveryError as failure:
-            await self._record_failure(conn, dispatch, stored, str(failure))
+            await self._record_failure(session, dispatch, stored, str(failure))
             return False
         except InDoubtDeliveryError as doubt:
-            await self._record_doubt(conn, dispatch, stored, doubtful + 1, str(doubt))
+            await self._record_doubt(session, dispatch, stored, doubtful + 1, str(doubt))
             return False
         except TemporaryDeliveryError as failure:
             # Not accepted by the server: nothing is in doubt; the delivery is retried later.
-            async with self._unit_of_work(conn) as uow:
+            async with session.work() as uow:
                 await uow.invoices.set_status(dispatch.key, "pending", str(failure))
             log.warning(
                 f"{_event_prefix(dispatch.key)}.email_deferred",
@@ -241,7 +237,7 @@ class DocumentSender:
 
     async def _record_doubt(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         stored: StoredInvoice,
         doubtful: int,
@@ -249,10 +245,10 @@ class DocumentSender:
     ) -> None:
         _metric(dispatch.key).labels("in_doubt").inc()
         if doubtful >= MOST_DOUBTFUL_ATTEMPTS:
-            await self._give_up(conn, dispatch, stored, doubtful)
+            await self._give_up(session, dispatch, stored, doubtful)
             return
         resend_after = self._clock() + timedelta(seconds=self._settings.smtp_in_doubt_pause_seconds)
-        await InvoiceRepository(conn).set_status(
+        await session.invoices.set_status(
             dispatch.key, "in_doubt", reason, doubtful=doubtful, resend_after=resend_after
         )
         log.warning(
@@ -266,14 +262,14 @@ class DocumentSender:
 
     async def _give_up(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         stored: StoredInvoice,
         doubtful: int,
         to_archive: bytes | None = None,
     ) -> None:
         await self._record_failure(
-            conn,
+            session,
             dispatch,
             stored,
             f"{doubtful} attempts may have been delivered but none was confirmed by the mail"
@@ -283,7 +279,7 @@ class DocumentSender:
         )
 
     async def _record_sent(
-        self, conn: Connection, dispatch: Dispatch, stored: StoredInvoice, recipient: str
+        self, session: NotifierSession, dispatch: Dispatch, stored: StoredInvoice, recipient: str
     ) -> None:
         """The server accepted the email: that is recorded even if the database goes away
         meanwhile (retried on fresh connections), rather than leaving it to look in doubt."""
@@ -291,21 +287,14 @@ class DocumentSender:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(RECORD_ATTEMPTS),
             wait=wait_exponential(multiplier=0.5, max=10),
-            retry=retry_if_exception_type(
-                (
-                    OSError,
-                    asyncpg.PostgresConnectionError,
-                    asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError,
-                )
-            ),
+            retry=retry_if_exception_type(STORE_OUTAGES),
             reraise=True,
         ):
             with attempt:
                 if attempt.retry_state.attempt_number == 1:
-                    await self._record_outcome(conn, dispatch, "sent", None, type_, sent)
+                    await self._record_outcome(session, dispatch, "sent", None, type_, sent)
                 else:
-                    async with self._pool.acquire() as fresh:
+                    async with self._store.session() as fresh:
                         await self._record_outcome(fresh, dispatch, "sent", None, type_, sent)
         _metric(dispatch.key).labels("sent").inc()
         log.info(
@@ -316,14 +305,14 @@ class DocumentSender:
 
     async def _record_failure(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         stored: StoredInvoice,
         reason: str,
         to_archive: bytes | None = None,
     ) -> None:
         type_, failed = _outcome_event(dispatch, stored, "failed", reason)
-        await self._record_outcome(conn, dispatch, "failed", reason, type_, failed, to_archive)
+        await self._record_outcome(session, dispatch, "failed", reason, type_, failed, to_archive)
         _metric(dispatch.key).labels("failed").inc()
         log.warning(
             f"{_event_prefix(dispatch.key)}.failed", invoice_number=stored.number, reason=reason
@@ -331,7 +320,7 @@ class DocumentSender:
 
     async def _record_outcome(
         self,
-        conn: Connection,
+        session: NotifierSession,
         dispatch: Dispatch,
         status: str,
         error: str | None,
@@ -341,7 +330,7 @@ class DocumentSender:
     ) -> None:
         """The email's final status and the event that says so, in one transaction (with the
         PDF, when a document that cannot be emailed is archived only now)."""
-        async with self._unit_of_work(conn) as uow:
+        async with session.work() as uow:
             await uow.invoices.set_status(dispatch.key, status, error, pdf=to_archive)
             await uow.outbox.add(
                 EVENTS.name, follow_up(dispatch.cause, type=type_, source=SOURCE, data=event)

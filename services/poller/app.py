@@ -17,7 +17,7 @@ from services.poller.gateway import ActionGateway
 from services.poller.imports import ImportMarker
 from services.poller.lengow import LengowClient, RateBudget
 from services.poller.marketplaces import MarketplaceRulesReader
-from services.poller.repository import PollerRepository, poller_retention
+from services.poller.repository import PollerRepository, PostgresActionStore, poller_retention
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
 from shared.consumers import BatchConsumer, SubscriberSettler
@@ -152,7 +152,9 @@ class Poller(ServiceRuntime[PollerSettings]):
         }
         self.sync = OrderSync(settings, PollerRepository(pool), self._clients, self.publish)
         self.rules = rules = MarketplaceRulesReader(settings, pool, self._clients, relay.wake)
-        self.gateway = ActionGateway(settings, pool, self._clients, relay.wake, rules.refresh_soon)
+        self.gateway = ActionGateway(
+            settings, PostgresActionStore(pool, relay.wake), self._clients, rules.refresh_soon
+        )
         self.imports = ImportMarker(settings, pool, self._clients)
 
     async def started(self) -> None:

@@ -22,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
-
 from services.poller import action_protocol as protocol
 from services.poller.lengow import (
-    LengowClient,
+    LengowActions,
     LengowError,
     LengowInDoubtError,
     LengowRequestError,
@@ -41,9 +39,8 @@ from services.poller.lengow import (
 from services.poller.metrics import ACTIONS
 from services.poller.repository import (
     ActionPart,
-    ActionRepository,
-    GatewayUnitOfWork,
-    PollerRepository,
+    ActionSession,
+    ActionStore,
     StoredAction,
 )
 from services.poller.settings import LengowSource, PollerSettings
@@ -54,7 +51,6 @@ from shared.contracts import (
     OrderActionRequested,
     OrderActionSucceeded,
 )
-from shared.database import Connection, session_lock
 from shared.logging import get_logger
 from shared.settlement import RetryLaterError, UnprocessableMessageError
 from shared.topology import EVENTS
@@ -86,16 +82,16 @@ class ActionGateway:
     def __init__(
         self,
         settings: PollerSettings,
-        pool: asyncpg.Pool,
-        clients: dict[str, LengowClient],
-        wake_relay: Callable[[], None],
+        store: ActionStore,
+        clients: Mapping[str, LengowActions],
         on_refusal: Callable[[str], None] = lambda source: None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
-        self._pool = pool
+        self._store = store
         self._clients = clients
-        self._wake_relay = wake_relay
         self._on_refusal = on_refusal
+        self._clock = clock
         self._sources = {source.name: source for source in settings.lengow_sources}
         # Fewer sends at once than pool connections, so that polls always find one.
         self._sending = asyncio.Semaphore(settings.action_concurrency)
@@ -122,16 +118,13 @@ class ActionGateway:
 
     async def _record_and_send(self, envelope: Envelope[OrderActionRequested]) -> None:
         requested = envelope.data
-        async with (
-            self._pool.acquire() as conn,
-            session_lock(conn, f"lengow-orders:action:{requested.command_id}") as mine,
-        ):
-            if not mine:
+        async with self._store.locked(requested.command_id) as session:
+            if session is None:
                 raise ActionBusyError(f"action of command {requested.command_id} is busy")
-            actions = ActionRepository(conn)
+            actions = session.actions
             stored = await actions.get(requested.command_id)
             if stored is None:
-                name = await PollerRepository(conn).source_of(
+                name = await session.source_of(
                     requested.marketplace, requested.marketplace_order_id
                 )
                 source = self._source_for(name, requested)
@@ -141,7 +134,7 @@ class ActionGateway:
             elif stored.state != "open":
                 log.info("action.duplicate_ignored", state=stored.state)
                 return
-            await self._send_parts(conn, stored, await actions.parts(stored.command_id))
+            await self._send_parts(session, stored, await actions.parts(stored.command_id))
 
     # --- Sending ---------------------------------------------------------------------------
 
@@ -155,7 +148,7 @@ class ActionGateway:
         }
 
     async def _send_parts(
-        self, conn: Connection, action: StoredAction, parts: list[ActionPart]
+        self, session: ActionSession, action: StoredAction, parts: list[ActionPart]
     ) -> bool:
         """Send each part not sent yet (what cannot be done now is left to the follow-up);
         True when this gave the command its verdict."""
@@ -164,15 +157,15 @@ class ActionGateway:
             if part.state not in ("new", "sending"):
                 continue
             try:
-                await self._send_part(conn, action, source, part)
+                await self._send_part(session, action, source, part)
             except LengowError as unavailable:  # a look-up failed: nothing was sent
                 log.warning("action.deferred", part=part.part, reason=str(unavailable))
-        return await self._conclude(conn, action)
+        return await self._conclude(session, action)
 
     async def _send_part(
-        self, conn: Connection, action: StoredAction, source: LengowSource, part: ActionPart
+        self, session: ActionSession, action: StoredAction, source: LengowSource, part: ActionPart
     ) -> None:
-        actions = ActionRepository(conn)
+        actions = session.actions
         client = self._clients[source.name]
         bound = log.bind(command_id=action.command_id, part=part.part, line=part.line)
         if part.state == "sending":
@@ -233,22 +226,19 @@ class ActionGateway:
     async def follow_up(self) -> int:
         """Send what could not be sent, resolve what is in doubt, read the verdicts; returns
         how many commands got their verdict."""
-        async with self._pool.acquire() as conn:
-            open_actions = await ActionRepository(conn).open_actions(limit=1000)
+        async with self._store.session() as session:
+            open_actions = await session.actions.open_actions(limit=1000)
         if not open_actions:
             return 0
         verdicts = await self._read_verdicts(open_actions)
         settled = 0
         for action, parts in open_actions:
-            async with (
-                self._pool.acquire() as conn,
-                session_lock(conn, f"lengow-orders:action:{action.command_id}") as mine,
-            ):
-                if not mine:
+            async with self._store.locked(action.command_id) as session:
+                if session is None:
                     continue
-                await self._apply_verdicts(conn, action, parts, verdicts)
-                fresh = await ActionRepository(conn).parts(action.command_id)
-                settled += int(await self._send_parts(conn, action, fresh))
+                await self._apply_verdicts(session, action, parts, verdicts)
+                fresh = await session.actions.parts(action.command_id)
+                settled += int(await self._send_parts(session, action, fresh))
         return settled
 
     async def _read_verdicts(
@@ -263,7 +253,7 @@ class ActionGateway:
                     oldest[action.source] = min(
                         oldest.get(action.source, part.sent_at), part.sent_at
                     )
-        horizon = datetime.now(UTC) - timedelta(seconds=self._settings.action_timeout_seconds)
+        horizon = self._clock() - timedelta(seconds=self._settings.action_timeout_seconds)
         found: dict[str, dict[str, Any]] = {}
         for name, since in oldest.items():
             source = self._sources.get(name)
@@ -282,13 +272,13 @@ class ActionGateway:
 
     async def _apply_verdicts(
         self,
-        conn: Connection,
+        session: ActionSession,
         action: StoredAction,
         parts: list[ActionPart],
         listed: dict[str, dict[str, Any]],
     ) -> None:
-        actions = ActionRepository(conn)
-        now = datetime.now(UTC)
+        actions = session.actions
+        now = self._clock()
         timeout = timedelta(seconds=self._settings.action_timeout_seconds)
         for part in parts:
             if part.state in protocol.FINAL_STATES:
@@ -309,17 +299,17 @@ class ActionGateway:
                 case protocol.Waiting():
                     pass
 
-    async def _conclude(self, conn: Connection, action: StoredAction) -> bool:
+    async def _conclude(self, session: ActionSession, action: StoredAction) -> bool:
         """Publish the command's verdict once every part has one (or one part failed)."""
-        parts = await ActionRepository(conn).parts(action.command_id)
+        parts = await session.actions.parts(action.command_id)
         outcome = protocol.command_outcome([(p.state, p.line, p.errors) for p in parts])
         if outcome.state == "open":
             return False
-        return await self._finish(conn, action, outcome.state, list(outcome.errors), parts)
+        return await self._finish(session, action, outcome.state, list(outcome.errors), parts)
 
     async def _finish(
         self,
-        conn: Connection,
+        session: ActionSession,
         action: StoredAction,
         state: str,
         errors: list[str],
@@ -346,7 +336,7 @@ class ActionGateway:
                 errors=errors,
             )
             type_ = EventType.ORDER_ACTION_FAILED
-        async with GatewayUnitOfWork(self._pool, self._wake_relay, connection=conn) as uow:
+        async with session.work() as uow:
             if not await uow.actions.finish(action.command_id, state, errors):
                 return False
             await uow.outbox.add(

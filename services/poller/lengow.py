@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -203,6 +203,19 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _results(body: Any) -> list[dict[str, Any]]:
     found = body.get("results") if isinstance(body, dict) else None
     return [item for item in found or [] if isinstance(item, dict)]
+
+
+class LengowActions(Protocol):
+    """What the action gateway asks of Lengow (``LengowClient``; a scripted Lengow in the
+    gateway's unit tests)."""
+
+    async def actions(self, **params: Any) -> list[dict[str, Any]]:
+        """Every action matching the documented filters, all pages."""
+        ...
+
+    async def post_action(self, body: Mapping[str, Any]) -> Any:
+        """Sent at most once: :class:`LengowInDoubtError` when it may have landed."""
+        ...
 
 
 class LengowClient:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 from shared.contracts import SETTLED_LENGOW_STATUSES, OrderActionRequested, OrderSnapshot
 from shared.database import Connection, session_lock
 from shared.retention import RetentionRule
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import UnitOfWork, Work
 
 if TYPE_CHECKING:
     from services.poller.sync import PollReport
@@ -395,6 +395,111 @@ class GatewayUnitOfWork(UnitOfWork):
 
     def bind(self, conn: Connection) -> None:
         self.actions = ActionRepository(conn)
+
+
+class Actions(Protocol):
+    """The commands' marketplace actions and their parts, as the gateway keeps them."""
+
+    async def get(self, command_id: str) -> StoredAction | None: ...
+
+    async def add(
+        self,
+        requested: OrderActionRequested,
+        source: str,
+        correlation_id: str | None,
+        parts: list[dict[str, Any]],
+    ) -> StoredAction:
+        """The action and its parts, together."""
+        ...
+
+    async def parts(self, command_id: str) -> list[ActionPart]: ...
+
+    async def start_sending(self, part: ActionPart) -> None: ...
+
+    async def not_sent(self, part: ActionPart) -> None: ...
+
+    async def mark_sent(self, part: ActionPart, lengow_action_id: str) -> None: ...
+
+    async def settle_part(self, part: ActionPart, state: str, errors: list[str]) -> bool: ...
+
+    async def finish(self, command_id: str, state: str, errors: list[str]) -> bool: ...
+
+    async def open_actions(self, limit: int) -> list[tuple[StoredAction, list[ActionPart]]]: ...
+
+    async def known_lengow_ids(self, ids: list[str]) -> set[str]: ...
+
+
+class GatewayWork(Work, Protocol):
+    """One transaction over the actions and the outbox."""
+
+    @property
+    def actions(self) -> Actions: ...
+
+
+class ActionSession(Protocol):
+    """The store as the gateway holds it while it works on one command: each read and write
+    of ``actions`` stands on its own; ``work`` is a transaction in the same session."""
+
+    @property
+    def actions(self) -> Actions: ...
+
+    async def source_of(self, marketplace: str, order_id: str) -> str | None:
+        """The Lengow source the poller read the order from, if it did."""
+        ...
+
+    def work(self) -> GatewayWork: ...
+
+
+class ActionStore(Protocol):
+    """Where the gateway keeps the actions: PostgreSQL in production, memory in the
+    gateway's unit tests (``memory.py``)."""
+
+    def session(self) -> AbstractAsyncContextManager[ActionSession]: ...
+
+    def locked(self, command_id: str) -> AbstractAsyncContextManager[ActionSession | None]:
+        """A session that alone works on ``command_id`` while it lasts (held across the calls
+        to Lengow); None when another worker holds the command."""
+        ...
+
+
+class PostgresActionSession:
+    def __init__(self, conn: Connection, pool: asyncpg.Pool, wake_relay: Callable[[], None]):
+        self._conn = conn
+        self._pool = pool
+        self._wake_relay = wake_relay
+        self.actions = ActionRepository(conn)
+
+    async def source_of(self, marketplace: str, order_id: str) -> str | None:
+        return await PollerRepository(self._conn).source_of(marketplace, order_id)
+
+    def work(self) -> GatewayUnitOfWork:
+        return GatewayUnitOfWork(self._pool, self._wake_relay, connection=self._conn)
+
+
+class PostgresActionStore:
+    """The command's lock is a session advisory lock: it spans the calls to Lengow, and a
+    worker that dies releases it with its connection."""
+
+    def __init__(self, pool: asyncpg.Pool, wake_relay: Callable[[], None]) -> None:
+        self._pool = pool
+        self._wake_relay = wake_relay
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[PostgresActionSession]:
+        async with self._pool.acquire() as conn:
+            yield PostgresActionSession(conn, self._pool, self._wake_relay)
+
+    @asynccontextmanager
+    async def locked(self, command_id: str) -> AsyncIterator[PostgresActionSession | None]:
+        async with (
+            self._pool.acquire() as conn,
+            session_lock(conn, f"lengow-orders:action:{command_id}") as mine,
+        ):
+            yield PostgresActionSession(conn, self._pool, self._wake_relay) if mine else None
+
+
+#: mypy holds the PostgreSQL store to the protocol the gateway takes.
+_STORE: Callable[[asyncpg.Pool, Callable[[], None]], ActionStore] = PostgresActionStore
 
 
 class MarketplaceDocuments:

@@ -9,13 +9,11 @@ integration and fault tests.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from services.processor.deadlines import DueDates
 from services.processor.lifecycle import OrderState
@@ -28,7 +26,8 @@ from services.processor.repository import (
 )
 from shared.contracts import OrderRef, OrderSnapshot
 from shared.inbox import MemoryInbox
-from shared.outbox import MemoryOutbox, OutboxMessage
+from shared.outbox import OutboxMessage
+from shared.unit_of_work import MemoryTransaction
 
 Key = tuple[str, str]
 
@@ -171,36 +170,19 @@ class MemoryRules:
         return True
 
 
-class MemoryUnitOfWork:
-    """One transaction over :class:`ProcessorData`: what the block wrote is kept on a clean
-    exit and undone on an exception."""
+class MemoryUnitOfWork(MemoryTransaction[ProcessorData]):
+    """One transaction over :class:`ProcessorData`."""
 
     inbox: MemoryInbox
-    outbox: MemoryOutbox
     orders: MemoryOrders
     commands: MemoryCommands
     rules: MemoryRules
 
-    def __init__(self, data: ProcessorData) -> None:
-        self._data = data
-
-    async def __aenter__(self) -> Self:
-        self._before = copy.deepcopy(self._data)
-        self.inbox = MemoryInbox(self._data.inbox)
-        self.outbox = MemoryOutbox(self._data.outbox)
-        self.orders = MemoryOrders(self._data)
-        self.commands = MemoryCommands(self._data)
-        self.rules = MemoryRules(self._data)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            self._data.__dict__.update(self._before.__dict__)
+    def bind(self, data: ProcessorData) -> None:
+        self.inbox = MemoryInbox(data.inbox)
+        self.orders = MemoryOrders(data)
+        self.commands = MemoryCommands(data)
+        self.rules = MemoryRules(data)
 
 
 #: mypy holds the in-memory work to the protocol the handlers take.

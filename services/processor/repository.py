@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 from services.processor.deadlines import PENDING_ON, DueDates
 from services.processor.lifecycle import SETTLED_STATUSES, OrderState
@@ -22,9 +21,8 @@ from shared.contracts import (
 )
 from shared.database import Connection
 from shared.inbox import Inbox
-from shared.outbox import Outbox
 from shared.retention import RetentionRule
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import UnitOfWork, Work
 
 
 class Orders(Protocol):
@@ -81,14 +79,11 @@ class Rules(Protocol):
         ...
 
 
-class ProcessorWork(Protocol):
+class ProcessorWork(Work, Protocol):
     """One transaction over the processor's stores, as the handlers use it."""
 
     @property
     def inbox(self) -> Inbox: ...
-
-    @property
-    def outbox(self) -> Outbox: ...
 
     @property
     def orders(self) -> Orders: ...
@@ -98,15 +93,6 @@ class ProcessorWork(Protocol):
 
     @property
     def rules(self) -> Rules: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 class OrderRepository:

@@ -15,11 +15,12 @@ from pypdf import PdfReader
 
 from services.notifier.app import Notifier
 from services.notifier.archive import fetch_invoice
+from services.notifier.repository import PostgresNotifierSession
 from shared.contracts import Envelope, OrderRef, OrderShipped
 from shared.database import register_json_codecs
 from tests.bus import dead_letters, publish, recording
 from tests.conftest import SmtpSink
-from tests.factories import encode, envelope, order_shipped
+from tests.factories import encode, envelope, order_refunded, order_shipped
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,11 @@ async def quiet(database_url: str, notifier: Notifier, done: int) -> list[asyncp
             return await invoices(database_url)
         await asyncio.sleep(0.1)
     raise AssertionError(f"invoices: {[dict(r) for r in rows]}")
+
+
+def session_on(notifier: Notifier, conn: asyncpg.Connection) -> PostgresNotifierSession:
+    """The notifier's store on a connection of the test's own."""
+    return PostgresNotifierSession(conn, notifier.pool, lambda: None)
 
 
 def pdf_of(message: EmailMessage) -> tuple[str, str]:
@@ -279,7 +285,9 @@ async def test_invoice_numbered_by_a_worker_that_died_is_archived_then_sent(
     await register_json_codecs(conn)  # as the notifier's own connections do
     try:
         # What the dead worker left behind: the number given, nothing archived or sent.
-        numbered = await notifier.service._number_invoice(conn, shipment, "a worker that died")
+        numbered = await notifier.service._number_invoice(
+            session_on(notifier, conn), shipment, "a worker that died"
+        )
         assert await conn.fetchval("SELECT pdf FROM invoices") is None
         # ... and its claim, which expires after the lease.
         await conn.execute("UPDATE invoices SET claimed_until = now() - interval '1 second'")
@@ -409,7 +417,9 @@ async def test_the_claim_on_an_invoice_survives_the_loss_of_its_database_session
     conn = await asyncpg.connect(database_url, server_settings={"search_path": "notifier"})
     await register_json_codecs(conn)  # as the notifier's own connections do
     # A worker numbered the invoice, started its SMTP call, and lost its session.
-    await notifier.service._number_invoice(conn, shipment, "a worker mid-call")
+    await notifier.service._number_invoice(
+        session_on(notifier, conn), shipment, "a worker mid-call"
+    )
     await conn.execute("UPDATE invoices SET email_status = 'sending'")
     await conn.close()
 
@@ -498,18 +508,6 @@ async def publish_refunded(amqp_url: str, message: dict[str, object]) -> None:
     await publish(amqp_url, "orders.events", "order.refunded", encode(message))
 
 
-def refunded(status: str, minute: int, **amounts: str) -> dict[str, object]:
-    """``order.refunded`` for :func:`order_shipped`'s order, refunded at ``minute``."""
-    data = order_shipped()
-    data["lines"] = [
-        {**line, "refunded_amount": amounts.get(line["marketplace_order_line_id"])}
-        for line in data["lines"]  # type: ignore[attr-defined]
-    ]
-    data["refund_status"] = status
-    data["refunded_at"] = f"2026-12-01T10:{minute:02d}:00+00:00"
-    return data
-
-
 async def documents(database_url: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
@@ -529,11 +527,13 @@ async def test_each_refund_gets_one_credit_note_referring_to_the_invoice(
     async with recording(amqp_url, "orders.events", "credit_note.*") as events:
         await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
         await wait_for_mails(smtp_sink, 1)
-        partial = envelope(refunded("partial_refunded", 1, **{line: "10.00"}), "order.refunded")
+        partial = envelope(
+            order_refunded("partial_refunded", 1, **{line: "10.00"}), "order.refunded"
+        )
         for _ in range(2):  # a refund announced twice is credited once
             await publish_refunded(amqp_url, partial)
         await events.wait_for(lambda r: len(r.of_type("credit_note.sent")) == 1)
-        whole = envelope(refunded("refunded", 2, **{line: "20.00"}), "order.refunded")
+        whole = envelope(order_refunded("refunded", 2, **{line: "20.00"}), "order.refunded")
         await publish_refunded(amqp_url, whole)
         await events.wait_for(lambda r: len(r.of_type("credit_note.sent")) == 2)
         await asyncio.sleep(1)
@@ -566,7 +566,7 @@ async def test_a_refund_that_arrives_before_its_invoice_waits_for_it(
 ) -> None:
     await notifier_factory(retry_delay=0.2)
     async with recording(amqp_url, "orders.events", "credit_note.*") as events:
-        await publish_refunded(amqp_url, envelope(refunded("refunded", 1), "order.refunded"))
+        await publish_refunded(amqp_url, envelope(order_refunded("refunded", 1), "order.refunded"))
         await asyncio.sleep(1)
         assert smtp_sink.messages() == []  # no invoice yet: nothing to credit
         await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
@@ -598,7 +598,7 @@ async def test_under_mandate_the_notifier_issues_nothing(
 ) -> None:
     await notifier_factory(invoice_mode="mandate")
     await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
-    await publish_refunded(amqp_url, envelope(refunded("refunded", 1), "order.refunded"))
+    await publish_refunded(amqp_url, envelope(order_refunded("refunded", 1), "order.refunded"))
     await asyncio.sleep(2)
     assert await documents(database_url) == []
     assert smtp_sink.messages() == []
@@ -696,7 +696,7 @@ async def test_a_credit_note_issued_while_smtp_is_down_is_emailed_once_it_is_bac
         await publish_shipped(amqp_url, envelope(order_shipped(), "order.shipped"))
         await wait_for_mails(smtp_sink, 1)
         smtp_sink.stop()
-        await publish_refunded(amqp_url, envelope(refunded("refunded", 1), "order.refunded"))
+        await publish_refunded(amqp_url, envelope(order_refunded("refunded", 1), "order.refunded"))
         for _ in range(100):
             kinds = {r["kind"]: r["email_status"] for r in await documents(database_url)}
             if kinds.get("credit_note") == "pending":

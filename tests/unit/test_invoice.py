@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from services.notifier.invoice import Seller, build_invoice, invoice_number
+from services.notifier.invoice import build_invoice, invoice_number
 from services.notifier.labels import Language
 from services.notifier.mailer import (
     InvoiceMailer,
@@ -17,15 +17,7 @@ from services.notifier.mailer import (
 from services.notifier.rendering import InvoiceRenderer, format_money
 from services.notifier.settings import NotifierSettings
 from shared.contracts import OrderShipped
-from tests.factories import order_shipped
-
-SELLER = Seller(
-    legal_name="Outils Martin SAS",
-    address=("12 avenue de la République", "69003 Lyon", "France"),
-    siren="123456789",
-    siret="12345678900012",
-    vat_number="FR12123456789",
-)
+from tests.factories import SELLER, order_shipped
 
 
 def invoice_for(**kwargs: object):  # type: ignore[no-untyped-def]

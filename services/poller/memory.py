@@ -1,0 +1,197 @@
+"""The gateway's store in memory: what ``repository.py`` keeps in PostgreSQL for the actions,
+for the gateway's unit tests, which then need no server.
+
+One suite of store tests (``tests/action_store.py``) runs against both, so the two behave
+alike where the gateway can tell. The command's lock is played in memory as well (one
+process, one event loop); the advisory lock's release when a worker dies is proven by the
+fault tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from services.poller.repository import ActionPart, ActionStore, StoredAction
+from shared.contracts import OrderActionRequested
+from shared.outbox import OutboxMessage
+from shared.unit_of_work import MemoryTransaction
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class ActionRow:
+    stored: StoredAction
+    parts: list[ActionPart]
+    errors: list[str] = field(default_factory=list)
+    updated_at: datetime | None = None
+
+
+@dataclass
+class ActionData:
+    """Everything the poller's schema holds that the gateway reads or writes."""
+
+    actions: dict[str, ActionRow] = field(default_factory=dict)
+    #: The source each order was read from, by (marketplace, marketplace_order_id).
+    sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    locked: set[str] = field(default_factory=set)
+
+
+class MemoryActions:
+    def __init__(self, data: ActionData, clock: Clock) -> None:
+        self._data = data
+        self._clock = clock
+
+    async def get(self, command_id: str) -> StoredAction | None:
+        row = self._data.actions.get(command_id)
+        return None if row is None else row.stored
+
+    async def add(
+        self,
+        requested: OrderActionRequested,
+        source: str,
+        correlation_id: str | None,
+        parts: list[dict[str, Any]],
+    ) -> StoredAction:
+        if requested.command_id in self._data.actions:
+            raise ValueError(f"action of {requested.command_id} is recorded already")
+        now = self._clock()
+        stored = StoredAction(
+            command_id=requested.command_id,
+            source=source,
+            marketplace=requested.marketplace,
+            marketplace_order_id=requested.marketplace_order_id,
+            action_type=requested.action_type,
+            arguments=dict(requested.arguments),
+            state="open",
+            correlation_id=correlation_id,
+            created_at=now,
+        )
+        rows = [
+            ActionPart(
+                command_id=requested.command_id,
+                part=index,
+                line=arguments.get("line"),
+                arguments=arguments,
+                state="new",
+                lengow_action_id=None,
+                errors=[],
+                attempts=0,
+                created_at=now,
+                sent_at=None,
+            )
+            for index, arguments in enumerate(parts)
+        ]
+        self._data.actions[requested.command_id] = ActionRow(stored, rows, updated_at=now)
+        return stored
+
+    async def parts(self, command_id: str) -> list[ActionPart]:
+        row = self._data.actions.get(command_id)
+        return [] if row is None else list(row.parts)
+
+    def _update(self, part: ActionPart, **changes: Any) -> None:
+        parts = self._data.actions[part.command_id].parts
+        parts[part.part] = replace(parts[part.part], **changes)
+
+    def _current(self, part: ActionPart) -> ActionPart:
+        return self._data.actions[part.command_id].parts[part.part]
+
+    async def start_sending(self, part: ActionPart) -> None:
+        self._update(part, state="sending", attempts=self._current(part).attempts + 1)
+
+    async def not_sent(self, part: ActionPart) -> None:
+        if self._current(part).state == "sending":
+            self._update(part, state="new")
+
+    async def mark_sent(self, part: ActionPart, lengow_action_id: str) -> None:
+        self._update(part, state="sent", lengow_action_id=lengow_action_id, sent_at=self._clock())
+
+    async def settle_part(self, part: ActionPart, state: str, errors: list[str]) -> bool:
+        if self._current(part).state in ("succeeded", "failed"):
+            return False
+        self._update(part, state=state, errors=list(errors))
+        return True
+
+    async def finish(self, command_id: str, state: str, errors: list[str]) -> bool:
+        row = self._data.actions.get(command_id)
+        if row is None or row.stored.state != "open":
+            return False
+        row.stored = replace(row.stored, state=state)
+        row.errors, row.updated_at = list(errors), self._clock()
+        return True
+
+    async def open_actions(self, limit: int) -> list[tuple[StoredAction, list[ActionPart]]]:
+        rows = [row for row in self._data.actions.values() if row.stored.state == "open"]
+        rows.sort(key=lambda row: row.updated_at or row.stored.created_at)
+        now = self._clock()
+        found = rows[:limit]
+        for row in found:
+            row.updated_at = now
+        return [(row.stored, list(row.parts)) for row in found]
+
+    async def known_lengow_ids(self, ids: list[str]) -> set[str]:
+        held = {
+            part.lengow_action_id
+            for row in self._data.actions.values()
+            for part in row.parts
+            if part.lengow_action_id is not None
+        }
+        return held & set(ids)
+
+
+class MemoryGatewayWork(MemoryTransaction[ActionData]):
+    """One transaction over :class:`ActionData`."""
+
+    actions: MemoryActions
+    #: The commands' locks are the session's, not the transaction's.
+    session_fields = ("locked",)
+
+    def __init__(self, data: ActionData, clock: Clock) -> None:
+        super().__init__(data)
+        self._clock = clock
+
+    def bind(self, data: ActionData) -> None:
+        self.actions = MemoryActions(data, self._clock)
+
+
+class MemoryActionSession:
+    def __init__(self, data: ActionData, clock: Clock) -> None:
+        self._data = data
+        self._clock = clock
+        self.actions = MemoryActions(data, clock)
+
+    async def source_of(self, marketplace: str, order_id: str) -> str | None:
+        return self._data.sources.get((marketplace, order_id))
+
+    def work(self) -> MemoryGatewayWork:
+        return MemoryGatewayWork(self._data, self._clock)
+
+
+class MemoryActionStore:
+    def __init__(self, data: ActionData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+        self.data = data
+        self._clock = clock
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[MemoryActionSession]:
+        yield MemoryActionSession(self.data, self._clock)
+
+    @asynccontextmanager
+    async def locked(self, command_id: str) -> AsyncIterator[MemoryActionSession | None]:
+        if command_id in self.data.locked:
+            yield None
+            return
+        self.data.locked.add(command_id)
+        try:
+            yield MemoryActionSession(self.data, self._clock)
+        finally:
+            self.data.locked.discard(command_id)
+
+
+#: mypy holds the in-memory store to the protocol the gateway takes.
+_STORE: Callable[[ActionData], ActionStore] = MemoryActionStore
