@@ -116,6 +116,13 @@ async def main(amqp_url: str, postgres_url: str) -> None:
         f"{costs['factur_x']:.1f} ms, ratio {costs['factur_x'] / costs['helvetica_page']:.1f}"
         " to the Helvetica page",
     )
+    handled = documents.handler_cost(max(10, int(100 * scale)))
+    line(
+        "  the notifier's own work on one invoice, nothing to wait for (in-memory store,"
+        " a mail server that accepts at once)",
+        f"{handled:.1f} ms: at most {1000 / handled:,.0f} invoices/s on one core; ratio"
+        f" {handled / costs['factur_x']:.2f} to the Factur-X document alone",
+    )
 
     print("\n5. Peak memory (VmHWM) during the catch-ups")
     for orders, peaks in memory.items():

@@ -4,6 +4,7 @@ not PDF/A: the cost of the page before Factur-X, measured in the same run)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import date
@@ -14,8 +15,8 @@ from services.notifier.factur_x import cross_industry_invoice
 from services.notifier.invoice import Invoice, build_invoice
 from services.notifier.rendering import InvoiceRenderer
 from shared.contracts import OrderShipped
-from tests.factories import order_shipped
-from tests.unit.test_invoice import SELLER
+from tests.factories import SELLER, order_shipped
+from tests.unit.test_notifier_handlers import notifier, shipped
 
 
 def _invoice() -> Invoice:
@@ -60,3 +61,26 @@ def document_costs(repeat: int) -> dict[str, float]:
         "xml": _milliseconds(lambda: cross_industry_invoice(invoice, wording), repeat),
         "factur_x": _milliseconds(lambda: renderer.pdf(invoice), repeat),
     }
+
+
+def handler_cost(repeat: int) -> float:
+    """Milliseconds of the notifier's own work on one invoice, with nothing to wait for: the
+    handler on the in-memory store, its email accepted at once by a mail server that does
+    nothing (numbering, the Factur-X document, the email composed, every status recorded).
+    Each invoice on a store of its own, so the store's size does not count; one renderer, as
+    in the notifier."""
+    renderer = InvoiceRenderer()
+    stores = [notifier(renderer) for _ in range(repeat + 1)]
+    shipments = [shipped(f"M{index}") for index in range(repeat + 1)]
+
+    async def one(index: int) -> None:
+        await stores[index].service.on_order_shipped(shipments[index])
+
+    async def all_of_them() -> float:
+        await one(repeat)  # warm: fonts prepared, schema parsed
+        start = time.perf_counter()
+        for index in range(repeat):
+            await one(index)
+        return (time.perf_counter() - start) / repeat * 1000
+
+    return asyncio.run(all_of_them())

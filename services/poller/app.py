@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,19 +78,6 @@ class Poller(ServiceRuntime[PollerSettings]):
         self._started_at = time.monotonic()
 
         self._settlers: list[SubscriberSettler] = []
-
-        def subscribe(queue: RabbitQueue, model: Any, handler: Any, description: str) -> None:
-            settler = envelope_subscriber(
-                self.broker,
-                self.publisher,
-                queue,
-                model,
-                handler,
-                backoff=settings.redelivery_backoff,
-                description=description,
-            )
-            self._settlers.append(settler)
-
         # As many order.status_changed as orders in a catch-up: consumed in batches.
         self.recorded = BatchConsumer(
             settings.amqp_url.get_secret_value(),
@@ -110,24 +98,43 @@ class Poller(ServiceRuntime[PollerSettings]):
             checks={"polls": self.polls_check, "actions": self.actions_check},
             consumer=self.recorded,
         )
-        subscribe(
+        self._subscribe(
             self.linked_queue,
             Envelope[OrderLinkRequested],
             lambda envelope: self.imports.on_link_requested(envelope),
             "Writes the merchant order id an order.link command gave back to Lengow.",
         )
-        subscribe(
+        self._subscribe(
             self.actions_queue,
             Envelope[OrderActionRequested],
             lambda envelope: self.gateway.on_action_requested(envelope),
             "Sends each requested marketplace action to Lengow, once.",
         )
-        subscribe(
+        self._subscribe(
             self.sync_queue,
             Envelope[SyncOrders],
             self.sync_now,
             "Polls Lengow now, outside the schedule (ops).",
         )
+
+    def _subscribe(
+        self,
+        queue: RabbitQueue,
+        model: Any,
+        handler: Callable[[Any], Awaitable[None]],
+        description: str,
+    ) -> None:
+        """A queue of single envelopes, settled by the one rule; stopped at close."""
+        settler = envelope_subscriber(
+            self.broker,
+            self.publisher,
+            queue,
+            model,
+            handler,
+            backoff=self.settings.redelivery_backoff,
+            description=description,
+        )
+        self._settlers.append(settler)
 
     async def open(self) -> None:
         settings = self.settings
