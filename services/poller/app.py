@@ -18,7 +18,12 @@ from services.poller.gateway import ActionGateway
 from services.poller.imports import ImportMarker
 from services.poller.lengow import LengowClient, RateBudget
 from services.poller.marketplaces import MarketplaceRulesReader
-from services.poller.repository import PollerRepository, PostgresActionStore, poller_retention
+from services.poller.repository import (
+    ImportRepository,
+    PollerRepository,
+    PostgresActionStore,
+    poller_retention,
+)
 from services.poller.settings import LengowSource, PollerSettings
 from services.poller.sync import OrderSync
 from shared.consumers import BatchConsumer, SubscriberSettler
@@ -162,7 +167,7 @@ class Poller(ServiceRuntime[PollerSettings]):
         self.gateway = ActionGateway(
             settings, PostgresActionStore(pool, relay.wake), self._clients, rules.refresh_soon
         )
-        self.imports = ImportMarker(settings, pool, self._clients)
+        self.imports = ImportMarker(settings, ImportRepository(pool), self._clients)
 
     async def started(self) -> None:
         await self.start_messaging(

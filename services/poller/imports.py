@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from services.poller.lengow import LengowClient, LengowError, LengowNotFoundError
-from services.poller.repository import ImportRepository, PendingImport
+from services.poller.lengow import LengowError, LengowImports, LengowNotFoundError
+from services.poller.repository import Imports, PendingImport
 from services.poller.settings import LengowSource, PollerSettings
 from shared.contracts import Envelope, OrderLinkRequested, OrderStatusChanged
 from shared.logging import get_logger
@@ -37,10 +37,13 @@ def merchant_order_id(marketplace: str, order_id: str) -> str:
 
 class ImportMarker:
     def __init__(
-        self, settings: PollerSettings, pool: asyncpg.Pool, clients: dict[str, LengowClient]
+        self,
+        settings: PollerSettings,
+        imports: Imports,
+        clients: Mapping[str, LengowImports],
     ) -> None:
         self._settings = settings
-        self._pool = pool
+        self._imports = imports
         self._clients = clients
         self._sources = {source.name: source for source in settings.lengow_sources}
         self._wanted = asyncio.Event()
@@ -55,14 +58,14 @@ class ImportMarker:
             for changed in (envelope.data for envelope in envelopes)
             if changed.kind == "initial"
         }
-        if await ImportRepository(self._pool).request_many(
+        if await self._imports.request_many(
             [(marketplace, order_id, ours) for (marketplace, order_id), ours in rows.items()]
         ):
             self._wanted.set()
 
     async def on_link_requested(self, envelope: Envelope[OrderLinkRequested]) -> None:
         link = envelope.data
-        if await ImportRepository(self._pool).link(
+        if await self._imports.link(
             link.marketplace, link.marketplace_order_id, link.merchant_order_id
         ):
             self._wanted.set()
@@ -71,7 +74,7 @@ class ImportMarker:
         """Mark every pending order that is due; returns how many are now marked."""
         marked = 0
         lease = max(self._settings.import_retry_seconds, 30.0)
-        while claimed := await ImportRepository(self._pool).claim(100, lease):
+        while claimed := await self._imports.claim(100, lease):
             for item in claimed:
                 marked += int(await self._mark(item))
         return marked
@@ -95,7 +98,7 @@ class ImportMarker:
         return next((s for s in self._sources.values() if s.marketplace == item.marketplace), None)
 
     async def _mark(self, item: PendingImport) -> bool:
-        imports = ImportRepository(self._pool)
+        imports = self._imports
         bound = log.bind(
             order_id=item.marketplace_order_id, merchant_order_id=item.merchant_order_id
         )

@@ -218,6 +218,21 @@ class LengowActions(Protocol):
         ...
 
 
+class LengowImports(Protocol):
+    """What the import marker asks of Lengow (``LengowClient``; a scripted Lengow in its unit
+    tests)."""
+
+    async def mark_imported(
+        self,
+        *,
+        account_id: int,
+        marketplace: str,
+        marketplace_order_id: str,
+        merchant_id: str,
+        background: bool = False,
+    ) -> Any: ...
+
+
 class LengowClient:
     """One Lengow account's session: token, budget, retries for reads, one send for writes."""
 

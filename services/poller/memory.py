@@ -1,10 +1,11 @@
-"""The gateway's store in memory: what ``repository.py`` keeps in PostgreSQL for the actions,
-for the gateway's unit tests, which then need no server.
+"""The poller's stores in memory: what ``repository.py`` keeps in PostgreSQL for the actions
+and the orders to mark imported, for the unit tests of the gateway and the import marker,
+which then need no server.
 
-One suite of store tests (``tests/action_store.py``) runs against both, so the two behave
-alike where the gateway can tell. The command's lock is played in memory as well (one
-process, one event loop); the advisory lock's release when a worker dies is proven by the
-fault tests.
+One suite of store tests each (``tests/action_store.py``, ``tests/import_store.py``) runs
+against both, so the two behave alike where the handlers can tell. The command's lock is
+played in memory as well (one process, one event loop); the advisory lock's release when a
+worker dies is proven by the fault tests.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.poller.repository import ActionPart, ActionStore, StoredAction
+from services.poller.repository import (
+    ActionPart,
+    ActionStore,
+    Imports,
+    PendingImport,
+    StoredAction,
+)
 from shared.contracts import OrderActionRequested
 from shared.outbox import OutboxMessage
 from shared.unit_of_work import MemoryTransaction
@@ -32,10 +39,22 @@ class ActionRow:
 
 
 @dataclass
-class ActionData:
-    """Everything the poller's schema holds that the gateway reads or writes."""
+class ImportRow:
+    merchant_order_id: str
+    requested_at: datetime
+    state: str = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    claimed_until: datetime | None = None
+
+
+@dataclass
+class PollerData:
+    """Everything the poller's schema holds that the gateway and the import marker read or
+    write."""
 
     actions: dict[str, ActionRow] = field(default_factory=dict)
+    imports: dict[tuple[str, str], ImportRow] = field(default_factory=dict)
     #: The source each order was read from, by (marketplace, marketplace_order_id).
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
     outbox: list[OutboxMessage] = field(default_factory=list)
@@ -43,7 +62,7 @@ class ActionData:
 
 
 class MemoryActions:
-    def __init__(self, data: ActionData, clock: Clock) -> None:
+    def __init__(self, data: PollerData, clock: Clock) -> None:
         self._data = data
         self._clock = clock
 
@@ -144,23 +163,80 @@ class MemoryActions:
         return held & set(ids)
 
 
-class MemoryGatewayWork(MemoryTransaction[ActionData]):
-    """One transaction over :class:`ActionData`."""
+class MemoryImports:
+    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+        self._data = data
+        self._clock = clock
+
+    async def link(self, marketplace: str, order_id: str, merchant_order_id: str) -> bool:
+        row = self._data.imports.get((marketplace, order_id))
+        if row is not None and row.merchant_order_id == merchant_order_id:
+            return False
+        requested = self._clock() if row is None else row.requested_at
+        self._data.imports[(marketplace, order_id)] = ImportRow(merchant_order_id, requested)
+        return True
+
+    async def request_many(self, rows: list[tuple[str, str, str]]) -> int:
+        added = 0
+        for marketplace, order_id, ours in rows:
+            if (marketplace, order_id) not in self._data.imports:
+                self._data.imports[(marketplace, order_id)] = ImportRow(ours, self._clock())
+                added += 1
+        return added
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[PendingImport]:
+        now = self._clock()
+        due = [
+            (key, row)
+            for key, row in self._data.imports.items()
+            if row.state == "pending" and (row.claimed_until is None or row.claimed_until < now)
+        ]
+        due.sort(key=lambda item: item[1].requested_at)
+        claimed = []
+        for (marketplace, order_id), row in due[:limit]:
+            row.claimed_until = now + timedelta(seconds=lease_seconds)
+            source = self._data.sources.get((marketplace, order_id))
+            claimed.append(
+                PendingImport(marketplace, order_id, row.merchant_order_id, row.attempts, source)
+            )
+        return claimed
+
+    def _row(self, pending: PendingImport) -> ImportRow | None:
+        row = self._data.imports.get((pending.marketplace, pending.marketplace_order_id))
+        return (
+            row if row is not None and row.merchant_order_id == pending.merchant_order_id else None
+        )
+
+    async def done(self, pending: PendingImport) -> None:
+        if (row := self._row(pending)) is not None:
+            row.state, row.attempts, row.last_error = "done", row.attempts + 1, None
+
+    async def attempt_failed(
+        self, pending: PendingImport, error: str, give_up: bool, retry_in: float
+    ) -> None:
+        if (row := self._row(pending)) is not None:
+            row.attempts, row.last_error = row.attempts + 1, error
+            row.state = "failed" if give_up else row.state
+            row.claimed_until = self._clock() + timedelta(seconds=retry_in)
+
+
+class MemoryGatewayWork(MemoryTransaction[PollerData]):
+    """One transaction over :class:`PollerData`."""
 
     actions: MemoryActions
     #: The commands' locks are the session's, not the transaction's.
     session_fields = ("locked",)
 
-    def __init__(self, data: ActionData, clock: Clock) -> None:
+    def __init__(self, data: PollerData, clock: Clock) -> None:
         super().__init__(data)
         self._clock = clock
 
-    def bind(self, data: ActionData) -> None:
+    def bind(self, data: PollerData) -> None:
         self.actions = MemoryActions(data, self._clock)
 
 
 class MemoryActionSession:
-    def __init__(self, data: ActionData, clock: Clock) -> None:
+    def __init__(self, data: PollerData, clock: Clock) -> None:
         self._data = data
         self._clock = clock
         self.actions = MemoryActions(data, clock)
@@ -173,7 +249,7 @@ class MemoryActionSession:
 
 
 class MemoryActionStore:
-    def __init__(self, data: ActionData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
         self.data = data
         self._clock = clock
 
@@ -193,5 +269,6 @@ class MemoryActionStore:
             self.data.locked.discard(command_id)
 
 
-#: mypy holds the in-memory store to the protocol the gateway takes.
-_STORE: Callable[[ActionData], ActionStore] = MemoryActionStore
+#: mypy holds the in-memory stores to the protocols the handlers take.
+_STORE: Callable[[PollerData], ActionStore] = MemoryActionStore
+_IMPORTS: Callable[[PollerData], Imports] = MemoryImports

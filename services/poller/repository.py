@@ -540,6 +540,22 @@ class PendingImport:
     source: str | None = None
 
 
+class Imports(Protocol):
+    """Orders to mark imported at Lengow, each claimed by one replica at a time."""
+
+    async def link(self, marketplace: str, order_id: str, merchant_order_id: str) -> bool: ...
+
+    async def request_many(self, rows: list[tuple[str, str, str]]) -> int: ...
+
+    async def claim(self, limit: int, lease_seconds: float) -> list[PendingImport]: ...
+
+    async def done(self, pending: PendingImport) -> None: ...
+
+    async def attempt_failed(
+        self, pending: PendingImport, error: str, give_up: bool, retry_in: float
+    ) -> None: ...
+
+
 class ImportRepository:
     """Orders to mark imported at Lengow (``PATCH /v3.0/orders/moi/``)."""
 

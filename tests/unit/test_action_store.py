@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.poller.memory import ActionData, MemoryActionStore
+from services.poller.memory import MemoryActionStore, PollerData
 from services.poller.repository import ActionStore
 from tests.action_store import ActionStoreContract
 
@@ -13,4 +13,4 @@ from tests.action_store import ActionStoreContract
 class TestMemoryActionStore(ActionStoreContract):
     @pytest.fixture
     def store(self) -> ActionStore:
-        return MemoryActionStore(ActionData())
+        return MemoryActionStore(PollerData())

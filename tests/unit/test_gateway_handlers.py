@@ -20,7 +20,7 @@ from services.poller.lengow import (
     LengowRefusedError,
     LengowUnavailableError,
 )
-from services.poller.memory import ActionData, MemoryActionStore
+from services.poller.memory import MemoryActionStore, PollerData
 from services.poller.settings import PollerSettings
 from shared.contracts import Envelope, OrderActionRequested
 from shared.settlement import UnprocessableMessageError
@@ -86,7 +86,7 @@ class ScriptedLengow:
 @dataclass
 class Gateway:
     gateway: ActionGateway
-    data: ActionData
+    data: PollerData
     lengow: ScriptedLengow
     refusals: list[str]
 
@@ -106,7 +106,7 @@ def gateway(**overrides: Any) -> Gateway:
             **overrides,
         }
     )
-    clock, data, refusals = Clock(), ActionData(), []
+    clock, data, refusals = Clock(), PollerData(), []
     data.sources[("manomano_fr", ORDER)] = SOURCE
     lengow = ScriptedLengow(clock)
     store = MemoryActionStore(data, clock)
