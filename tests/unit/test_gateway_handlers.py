@@ -86,6 +86,7 @@ class ScriptedLengow:
 @dataclass
 class Gateway:
     gateway: ActionGateway
+    store: MemoryActionStore
     data: PollerData
     lengow: ScriptedLengow
     refusals: list[str]
@@ -111,7 +112,7 @@ def gateway(**overrides: Any) -> Gateway:
     lengow = ScriptedLengow(clock)
     store = MemoryActionStore(data, clock)
     made = ActionGateway(settings, store, {SOURCE: lengow}, refusals.append, clock)
-    return Gateway(made, data, lengow, refusals)
+    return Gateway(made, store, data, lengow, refusals)
 
 
 def requested(
@@ -230,7 +231,7 @@ async def test_an_action_the_marketplace_never_answers_fails_as_too_old() -> Non
 
 async def test_a_command_another_worker_holds_is_retried_later() -> None:
     g = gateway()
-    async with g.gateway._store.locked("c-1"):
+    async with g.store.locked("c-1"):
         with pytest.raises(ActionBusyError):
             await g.gateway.on_action_requested(requested(**SHIP))
     assert g.lengow.posts == 0

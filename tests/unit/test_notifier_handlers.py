@@ -73,6 +73,7 @@ class ScriptedMailer(InvoiceMailer):
 @dataclass
 class Notifier:
     service: InvoiceService
+    store: MemoryNotifierStore
     data: NotifierData
     mailer: ScriptedMailer
     clock: Clock
@@ -100,7 +101,7 @@ def notifier(renderer: InvoiceRenderer | None = None, **overrides: Any) -> Notif
     mailer = ScriptedMailer(settings)
     store = MemoryNotifierStore(data, clock)
     service = InvoiceService(settings, store, mailer, renderer or InvoiceRenderer(), clock)
-    return Notifier(service, data, mailer, clock)
+    return Notifier(service, store, data, mailer, clock)
 
 
 def shipped(order_id: str = ORDER, **data: Any) -> Envelope[OrderShipped]:
@@ -212,7 +213,7 @@ async def test_a_second_doubt_fails_the_invoice_and_no_third_email_leaves() -> N
 
 async def test_a_worker_that_died_mid_call_leaves_one_doubt_and_one_resend() -> None:
     n = notifier()
-    async with n.service._store.session() as session:
+    async with n.store.session() as session:
         await n.service._number_invoice(session, shipped(), "a worker that died")
         await session.invoices.set_status(invoice_key(), "sending")
     with pytest.raises(InvoiceBusyError):  # its claim still runs
@@ -314,7 +315,7 @@ def invoice_command(type_: str, command_id: str = "c-1") -> bytes:
 
 
 async def obey(n: Notifier, body: bytes, sender: str | None = "ordersctl") -> None:
-    handler = InvoiceCommandHandler(n.service, n.service._store.work, {"*": ["ordersctl"]})
+    handler = InvoiceCommandHandler(n.service, n.store.work, {"*": ["ordersctl"]})
     await handler.handle(read_command(body, REPLY_TO, "corr-1", sender))
 
 
