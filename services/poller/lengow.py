@@ -218,6 +218,28 @@ class LengowActions(Protocol):
         ...
 
 
+class LengowOrders(Protocol):
+    """What the polls ask of Lengow (``LengowClient``; a scripted Lengow in their unit
+    tests)."""
+
+    def lengow_time(self, monotonic: float, local: datetime) -> datetime: ...
+
+    def order_pages(
+        self,
+        *,
+        account_id: int,
+        marketplace: str,
+        updated_from: datetime,
+        updated_to: datetime,
+        page_size: int = MAX_PAGE_SIZE,
+        max_restarts: int = 5,
+    ) -> AsyncIterator[list[dict[str, Any]]]: ...
+
+    async def order(
+        self, account_id: int, marketplace: str, order_id: str
+    ) -> dict[str, Any] | None: ...
+
+
 class LengowImports(Protocol):
     """What the import marker asks of Lengow (``LengowClient``; a scripted Lengow in its unit
     tests)."""

@@ -10,10 +10,10 @@ worker dies is proven by the fault tests.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from services.poller.repository import (
@@ -21,9 +21,11 @@ from services.poller.repository import (
     ActionStore,
     Imports,
     PendingImport,
+    Polls,
     StoredAction,
 )
-from shared.contracts import OrderActionRequested
+from services.poller.sync import PollReport
+from shared.contracts import SETTLED_LENGOW_STATUSES, OrderActionRequested, OrderSnapshot
 from shared.outbox import OutboxMessage
 from shared.unit_of_work import MemoryTransaction
 
@@ -49,16 +51,63 @@ class ImportRow:
 
 
 @dataclass
+class FingerprintRow:
+    """What was last published of an order, and where it was read."""
+
+    fingerprint: str
+    source: str
+    lengow_status: str
+    published_at: datetime
+
+
+@dataclass
+class QuarantineRow:
+    source: str
+    kind: str
+    reason: str
+    raw: dict[str, Any]
+    held_from: datetime
+    first_seen: datetime
+    polls: int = 1
+
+
+@dataclass
 class PollerData:
     """Everything the poller's schema holds that the gateway and the import marker read or
     write."""
 
     actions: dict[str, ActionRow] = field(default_factory=dict)
     imports: dict[tuple[str, str], ImportRow] = field(default_factory=dict)
-    #: The source each order was read from, by (marketplace, marketplace_order_id).
-    sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    fingerprints: dict[tuple[str, str], FingerprintRow] = field(default_factory=dict)
+    watermarks: dict[str, datetime] = field(default_factory=dict)
+    quarantine: dict[tuple[str, str], QuarantineRow] = field(default_factory=dict)
+    catchups: set[tuple[str, date]] = field(default_factory=set)
+    #: (source, marketplace, order id, kind, Lengow status) of what the catch-ups found.
+    catchup_finds: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    runs: list[PollReport] = field(default_factory=list)
+    polling: set[str] = field(default_factory=set)
+
+    def source_of(self, marketplace: str, order_id: str) -> str | None:
+        """The Lengow source the order was read from, if a poll read it."""
+        row = self.fingerprints.get((marketplace, order_id))
+        return None if row is None else row.source
+
     outbox: list[OutboxMessage] = field(default_factory=list)
     locked: set[str] = field(default_factory=set)
+
+
+@asynccontextmanager
+async def _taken(held: set[str], name: str) -> AsyncIterator[bool]:
+    """Whether ``name`` was free and is now held by this block, as an advisory lock would be
+    (one process, one event loop: a set is enough)."""
+    if name in held:
+        yield False
+        return
+    held.add(name)
+    try:
+        yield True
+    finally:
+        held.discard(name)
 
 
 class MemoryActions:
@@ -195,7 +244,7 @@ class MemoryImports:
         claimed = []
         for (marketplace, order_id), row in due[:limit]:
             row.claimed_until = now + timedelta(seconds=lease_seconds)
-            source = self._data.sources.get((marketplace, order_id))
+            source = self._data.source_of(marketplace, order_id)
             claimed.append(
                 PendingImport(marketplace, order_id, row.merchant_order_id, row.attempts, source)
             )
@@ -220,12 +269,106 @@ class MemoryImports:
             row.claimed_until = self._clock() + timedelta(seconds=retry_in)
 
 
+class MemoryPolls:
+    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+        self._data = data
+        self._clock = clock
+
+    @asynccontextmanager
+    async def source_lock(self, source: str) -> AsyncIterator[MemoryPolls | None]:
+        async with _taken(self._data.polling, source) as mine:
+            yield self if mine else None
+
+    async def watermark(self, source: str) -> datetime | None:
+        return self._data.watermarks.get(source)
+
+    async def advance_watermark(self, source: str, updated_to: datetime) -> None:
+        current = self._data.watermarks.get(source)
+        self._data.watermarks[source] = updated_to if current is None else max(current, updated_to)
+
+    async def fingerprints(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        rows = self._data.fingerprints
+        return {key: rows[key].fingerprint for key in keys if key in rows}
+
+    async def save_fingerprints(self, source: str, rows: list[tuple[str, str, str, str]]) -> None:
+        now = self._clock()
+        for marketplace, order_id, digest, status in rows:
+            self._data.fingerprints[(marketplace, order_id)] = FingerprintRow(
+                digest, source, status, now
+            )
+
+    async def open_orders(
+        self, source: str, published_before: datetime, limit: int
+    ) -> list[tuple[str, str, str]]:
+        settled = {status.value for status in SETTLED_LENGOW_STATUSES}
+        rows = [
+            (row.published_at, key, row.lengow_status)
+            for key, row in self._data.fingerprints.items()
+            if row.source == source
+            and row.published_at < published_before
+            and row.lengow_status not in settled
+        ]
+        rows.sort(key=lambda found: found[0])
+        return [(key[0], key[1], status) for _, key, status in rows[:limit]]
+
+    async def note_catchup_finds(
+        self,
+        source: str,
+        found: Sequence[tuple[OrderSnapshot, str]],
+        known: Mapping[tuple[str, str], str],
+        kind: str | None = None,
+    ) -> None:
+        for snapshot, _ in found:
+            key = (snapshot.marketplace, snapshot.marketplace_order_id)
+            what = kind or ("changed" if key in known else "new")
+            self._data.catchup_finds.append((source, *key, what, snapshot.lengow_status.value))
+
+    async def quarantine(
+        self, source: str, rows: list[tuple[str, str, str, str, dict[str, Any], datetime]]
+    ) -> None:
+        now = self._clock()
+        for marketplace, order_id, kind, reason, raw, held_from in rows:
+            key = (marketplace, order_id)
+            before = self._data.quarantine.get(key)
+            if before is None:
+                self._data.quarantine[key] = QuarantineRow(
+                    source, kind, reason, raw, held_from, now
+                )
+                continue
+            before.kind, before.reason, before.raw, before.source = kind, reason, raw, source
+            before.polls += 1
+            before.held_from = min(before.held_from, held_from)
+
+    async def release(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [key for key in keys if self._data.quarantine.pop(key, None) is not None]
+
+    async def quarantine_hold(self, source: str, since: datetime) -> datetime | None:
+        held = [
+            row.held_from
+            for row in self._data.quarantine.values()
+            if row.source == source and row.first_seen > since
+        ]
+        return min(held, default=None)
+
+    async def quarantined(self, source: str) -> int:
+        return sum(1 for row in self._data.quarantine.values() if row.source == source)
+
+    async def last_catchup(self, source: str) -> date | None:
+        return max((day for name, day in self._data.catchups if name == source), default=None)
+
+    async def record_catchup(self, source: str, day: date) -> None:
+        self._data.catchups.add((source, day))
+
+    async def record_run(self, report: PollReport) -> None:
+        self._data.runs.append(report)
+
+
 class MemoryGatewayWork(MemoryTransaction[PollerData]):
     """One transaction over :class:`PollerData`."""
 
     actions: MemoryActions
     #: The commands' locks are the session's, not the transaction's.
-    session_fields = ("locked",)
+    session_fields = ("locked", "polling")
 
     def __init__(self, data: PollerData, clock: Clock) -> None:
         super().__init__(data)
@@ -242,7 +385,7 @@ class MemoryActionSession:
         self.actions = MemoryActions(data, clock)
 
     async def source_of(self, marketplace: str, order_id: str) -> str | None:
-        return self._data.sources.get((marketplace, order_id))
+        return self._data.source_of(marketplace, order_id)
 
     def work(self) -> MemoryGatewayWork:
         return MemoryGatewayWork(self._data, self._clock)
@@ -259,16 +402,11 @@ class MemoryActionStore:
 
     @asynccontextmanager
     async def locked(self, command_id: str) -> AsyncIterator[MemoryActionSession | None]:
-        if command_id in self.data.locked:
-            yield None
-            return
-        self.data.locked.add(command_id)
-        try:
-            yield MemoryActionSession(self.data, self._clock)
-        finally:
-            self.data.locked.discard(command_id)
+        async with _taken(self.data.locked, command_id) as mine:
+            yield MemoryActionSession(self.data, self._clock) if mine else None
 
 
 #: mypy holds the in-memory stores to the protocols the handlers take.
 _STORE: Callable[[PollerData], ActionStore] = MemoryActionStore
 _IMPORTS: Callable[[PollerData], Imports] = MemoryImports
+_POLLS: Callable[[PollerData], Polls] = MemoryPolls

@@ -21,10 +21,60 @@ if TYPE_CHECKING:
 OrderKey = tuple[str, str]
 
 
+class Polls(Protocol):
+    """What the polls keep: each source's watermark and catch-ups, what was published of
+    each order (its fingerprint), the orders in quarantine, and a record of every run."""
+
+    def source_lock(self, source: str) -> AbstractAsyncContextManager[Polls | None]:
+        """The store bound to a session that alone polls ``source`` while it lasts; None
+        when another replica is polling it."""
+        ...
+
+    async def watermark(self, source: str) -> datetime | None: ...
+
+    async def advance_watermark(self, source: str, updated_to: datetime) -> None:
+        """Never backwards."""
+        ...
+
+    async def fingerprints(self, keys: list[OrderKey]) -> dict[OrderKey, str]: ...
+
+    async def save_fingerprints(
+        self, source: str, rows: list[tuple[str, str, str, str]]
+    ) -> None: ...
+
+    async def open_orders(
+        self, source: str, published_before: datetime, limit: int
+    ) -> list[tuple[str, str, str]]: ...
+
+    async def note_catchup_finds(
+        self,
+        source: str,
+        found: Sequence[tuple[OrderSnapshot, str]],
+        known: Mapping[OrderKey, str],
+        kind: str | None = None,
+    ) -> None: ...
+
+    async def quarantine(
+        self, source: str, rows: list[tuple[str, str, str, str, dict[str, Any], datetime]]
+    ) -> None: ...
+
+    async def release(self, keys: list[OrderKey]) -> list[OrderKey]: ...
+
+    async def quarantine_hold(self, source: str, since: datetime) -> datetime | None: ...
+
+    async def quarantined(self, source: str) -> int: ...
+
+    async def last_catchup(self, source: str) -> date | None: ...
+
+    async def record_catchup(self, source: str, day: date) -> None: ...
+
+    async def record_run(self, report: PollReport) -> None: ...
+
+
 class PollerRepository:
-    """On the pool, or on one connection already held (a poll holds its source's lock on
-    one connection and does all its work on it: nothing waits for a second connection while
-    holding one)."""
+    """The polls' store on PostgreSQL: on the pool, or on one connection already held (a poll
+    holds its source's lock on one connection and does all its work on it: nothing waits for
+    a second connection while holding one)."""
 
     def __init__(self, db: asyncpg.Pool | Connection) -> None:
         self._pool = db

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from services.poller import schedule
-from services.poller.lengow import LengowClient, LengowError
+from services.poller.lengow import LengowError, LengowOrders
 from services.poller.metrics import (
     CLOCK_SKEW,
     ORDERS_PUBLISHED,
@@ -25,7 +25,7 @@ from services.poller.metrics import (
     QUARANTINED,
 )
 from services.poller.orders import fingerprint, parse_order
-from services.poller.repository import PollerRepository
+from services.poller.repository import Polls
 from services.poller.settings import LengowSource, PollerSettings
 from shared.contracts import Envelope, EventType, LengowStatus, OrderSnapshot
 from shared.envelope_parsing import describe_validation_error
@@ -130,8 +130,8 @@ class OrderSync:
     def __init__(
         self,
         settings: PollerSettings,
-        repository: PollerRepository,
-        clients: dict[str, LengowClient],
+        repository: Polls,
+        clients: Mapping[str, LengowOrders],
         publish: PublishEvent,
         clock: Clock = utc_now,
     ) -> None:
@@ -282,7 +282,7 @@ class OrderSync:
         self.last_finished[source.name] = time.monotonic()
         return report
 
-    async def _held(self, session: PollerRepository, source: LengowSource) -> datetime:
+    async def _held(self, session: Polls, source: LengowSource) -> datetime:
         """The watermark does not pass an order in quarantine, so that every poll reads it
         again, for as long as a catch-up could still reach it."""
         since = self._clock() - timedelta(days=self._settings.catchup_days)
@@ -291,7 +291,7 @@ class OrderSync:
 
     async def _handle_page(
         self,
-        session: PollerRepository,
+        session: Polls,
         source: LengowSource,
         page: list[dict[str, Any]],
         report: PollReport,

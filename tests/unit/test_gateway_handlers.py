@@ -20,7 +20,7 @@ from services.poller.lengow import (
     LengowRefusedError,
     LengowUnavailableError,
 )
-from services.poller.memory import MemoryActionStore, PollerData
+from services.poller.memory import FingerprintRow, MemoryActionStore, PollerData
 from services.poller.settings import PollerSettings
 from shared.contracts import Envelope, OrderActionRequested
 from shared.settlement import UnprocessableMessageError
@@ -108,7 +108,7 @@ def gateway(**overrides: Any) -> Gateway:
         }
     )
     clock, data, refusals = Clock(), PollerData(), []
-    data.sources[("manomano_fr", ORDER)] = SOURCE
+    data.fingerprints[("manomano_fr", ORDER)] = FingerprintRow("f", SOURCE, "accepted", clock())
     lengow = ScriptedLengow(clock)
     store = MemoryActionStore(data, clock)
     made = ActionGateway(settings, store, {SOURCE: lengow}, refusals.append, clock)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.poller.memory import MemoryImports, PollerData
+from services.poller.memory import MemoryImports, MemoryPolls, PollerData
 from services.poller.repository import Imports
 from tests.import_store import ImportStoreContract, ReadFrom
 
@@ -22,6 +22,7 @@ class TestMemoryImports(ImportStoreContract):
     @pytest.fixture
     def read_from(self, data: PollerData) -> ReadFrom:
         async def read(order_id: str, source: str) -> None:
-            data.sources[("manomano_fr", order_id)] = source
+            rows = [("manomano_fr", order_id, "fingerprint", "waiting_acceptance")]
+            await MemoryPolls(data).save_fingerprints(source, rows)
 
         return read
