@@ -116,7 +116,7 @@ async def main(amqp_url: str, postgres_url: str) -> None:
         f"{costs['factur_x']:.1f} ms, ratio {costs['factur_x'] / costs['helvetica_page']:.1f}"
         " to the Helvetica page",
     )
-    handled = documents.handler_cost(max(10, int(100 * scale)))
+    handled = await documents.handler_cost(max(10, int(100 * scale)))
     line(
         "  the notifier's own work on one invoice, nothing to wait for (in-memory store,"
         " a mail server that accepts at once)",
