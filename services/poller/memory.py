@@ -1,11 +1,11 @@
-"""The poller's stores in memory: what ``repository.py`` keeps in PostgreSQL for the actions
-and the orders to mark imported, for the unit tests of the gateway and the import marker,
-which then need no server.
+"""The poller's stores in memory: what ``repository.py`` keeps in PostgreSQL for the polls,
+the actions and the orders to mark imported, for the unit tests of the polls, the gateway
+and the import marker, which then need no server.
 
-One suite of store tests each (``tests/action_store.py``, ``tests/import_store.py``) runs
-against both, so the two behave alike where the handlers can tell. The command's lock is
-played in memory as well (one process, one event loop); the advisory lock's release when a
-worker dies is proven by the fault tests.
+One suite of store tests each (``tests/poll_store.py``, ``tests/action_store.py``,
+``tests/import_store.py``) runs against both, so the two behave alike where the handlers can
+tell. The source's and the command's locks are played in memory as well (one process, one
+event loop); the advisory locks' release when a worker dies is proven by the fault tests.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from services.poller.action_protocol import FINAL_STATES
 from services.poller.repository import (
     ActionPart,
     ActionStore,
@@ -24,7 +25,7 @@ from services.poller.repository import (
     Polls,
     StoredAction,
 )
-from services.poller.sync import PollReport
+from services.poller.sync import PollReport, utc_now
 from shared.contracts import SETTLED_LENGOW_STATUSES, OrderActionRequested, OrderSnapshot
 from shared.outbox import OutboxMessage
 from shared.unit_of_work import MemoryTransaction
@@ -73,11 +74,9 @@ class QuarantineRow:
 
 @dataclass
 class PollerData:
-    """Everything the poller's schema holds that the gateway and the import marker read or
-    write."""
+    """Everything the poller's schema holds that the polls, the gateway and the import marker
+    read or write."""
 
-    actions: dict[str, ActionRow] = field(default_factory=dict)
-    imports: dict[tuple[str, str], ImportRow] = field(default_factory=dict)
     fingerprints: dict[tuple[str, str], FingerprintRow] = field(default_factory=dict)
     watermarks: dict[str, datetime] = field(default_factory=dict)
     quarantine: dict[tuple[str, str], QuarantineRow] = field(default_factory=dict)
@@ -85,15 +84,17 @@ class PollerData:
     #: (source, marketplace, order id, kind, Lengow status) of what the catch-ups found.
     catchup_finds: list[tuple[str, str, str, str, str]] = field(default_factory=list)
     runs: list[PollReport] = field(default_factory=list)
+    actions: dict[str, ActionRow] = field(default_factory=dict)
+    imports: dict[tuple[str, str], ImportRow] = field(default_factory=dict)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    #: The sources being polled and the commands being sent (the sessions' locks).
     polling: set[str] = field(default_factory=set)
+    locked: set[str] = field(default_factory=set)
 
     def source_of(self, marketplace: str, order_id: str) -> str | None:
         """The Lengow source the order was read from, if a poll read it."""
         row = self.fingerprints.get((marketplace, order_id))
         return None if row is None else row.source
-
-    outbox: list[OutboxMessage] = field(default_factory=list)
-    locked: set[str] = field(default_factory=set)
 
 
 @asynccontextmanager
@@ -180,7 +181,7 @@ class MemoryActions:
         self._update(part, state="sent", lengow_action_id=lengow_action_id, sent_at=self._clock())
 
     async def settle_part(self, part: ActionPart, state: str, errors: list[str]) -> bool:
-        if self._current(part).state in ("succeeded", "failed"):
+        if self._current(part).state in FINAL_STATES:
             return False
         self._update(part, state=state, errors=list(errors))
         return True
@@ -213,7 +214,7 @@ class MemoryActions:
 
 
 class MemoryImports:
-    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, data: PollerData, clock: Clock = utc_now) -> None:
         self._data = data
         self._clock = clock
 
@@ -270,7 +271,7 @@ class MemoryImports:
 
 
 class MemoryPolls:
-    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, data: PollerData, clock: Clock = utc_now) -> None:
         self._data = data
         self._clock = clock
 
@@ -367,7 +368,7 @@ class MemoryGatewayWork(MemoryTransaction[PollerData]):
     """One transaction over :class:`PollerData`."""
 
     actions: MemoryActions
-    #: The commands' locks are the session's, not the transaction's.
+    #: The locks are the session's, not the transaction's.
     session_fields = ("locked", "polling")
 
     def __init__(self, data: PollerData, clock: Clock) -> None:
@@ -392,7 +393,7 @@ class MemoryActionSession:
 
 
 class MemoryActionStore:
-    def __init__(self, data: PollerData, clock: Clock = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, data: PollerData, clock: Clock = utc_now) -> None:
         self.data = data
         self._clock = clock
 

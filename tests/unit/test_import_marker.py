@@ -90,7 +90,6 @@ async def test_a_new_order_is_marked_once_with_our_stable_id() -> None:
         ("A", merchant_order_id("manomano_fr", "A")),
         ("B", merchant_order_id("manomano_fr", "B")),
     ]
-    assert merchant_order_id("manomano_fr", "A") == merchant_order_id("manomano_fr", "A")
 
 
 async def test_a_later_move_of_an_order_asks_for_no_marking() -> None:

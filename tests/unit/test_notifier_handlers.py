@@ -266,7 +266,7 @@ async def test_a_release_needs_a_held_invoice_that_can_now_be_right() -> None:
     await n.service.on_order_shipped(shipped(total_order="-1"))
     with pytest.raises(CommandRefusedError, match="still held"):
         await n.service.release(ref)
-    # The processor's data fixed (a new shipment announced), the hold is released.
+    # The order's data fixed where the hold keeps it: the invoice can now be right.
     n.data.holds[("manomano_fr", ORDER)].stored.shipment["data"]["total_order"] = "159.80"
     released = await n.service.release(ref)
     assert released.number == "FA2026-000001" and n.numbers() == ["FA2026-000001"]
