@@ -1,10 +1,13 @@
-"""A command as it arrives: read at the entry point, whoever it is for. Pure, no I/O.
+"""A command as it arrives and its answer as it leaves: the entry point's side, whoever the
+command is for. Pure but for writing the answer to an outbox.
 
 Commands come from other services and from ``ordersctl`` on ``orders.commands``. Each service
 that obeys some reads them the same way: what could be read of the envelope (so that even a
 broken command gets an answer naming it), who sent it (the AMQP user-id, which the broker
-checks), where the caller wants the answer, and what it asked, so that a ``command_id`` reused
-for other arguments is refused.
+checks), and what it asked, so that a ``command_id`` reused for other arguments is refused.
+Where the caller wants the answer (AMQP ``reply_to``) is kept apart, in a
+:class:`ReplyAddress`: handlers never see it. They return a :class:`CommandAnswer`, and the
+entry point sends it to the event bus and to that address.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contracts import (
     COMMAND_MODELS,
+    CommandAccepted,
     CommandRejected,
     Envelope,
     EventType,
@@ -81,18 +85,32 @@ class ReceivedCommand:
     ref: OrderRef | None
     command: OrderCommand | None
     problem: str | None
-    reply_to: str | None
-    reply_correlation_id: str | None
     #: The broker user that published it (AMQP ``user-id``, checked by the broker).
     sender: str | None = None
 
 
-def read_command(
-    body: bytes,
-    reply_to: str | None,
-    correlation_id: str | None,
-    user_id: str | None = None,
-) -> ReceivedCommand:
+@dataclass(frozen=True)
+class ReplyAddress:
+    """Where the caller asked for the answer besides the event bus: a reply queue, with the
+    caller's correlation id. ``queue`` is None when there is none to answer to."""
+
+    queue: str | None = None
+    correlation_id: str | None = None
+
+
+def read_reply_address(reply_to: str | None, correlation_id: str | None) -> ReplyAddress:
+    """The delivery's reply address, refused unless it is a caller's own reply queue."""
+    if reply_to is not None and not is_reply_queue(reply_to):
+        log.warning(
+            "command.reply_to_refused",
+            reply_to=reply_to[:200],
+            reason="not a reply queue: the answer goes to the event bus only",
+        )
+        reply_to = None
+    return ReplyAddress(reply_to, correlation_id)
+
+
+def read_command(body: bytes, user_id: str | None = None) -> ReceivedCommand:
     envelope: Envelope[dict[str, Any]] | None = None
     data: dict[str, Any] = {}
     command: OrderCommand | None = None
@@ -119,13 +137,6 @@ def read_command(
     if (marketplace := text("marketplace")) and (order_id := text("marketplace_order_id")):
         with contextlib.suppress(ValidationError):  # not an order's name: the answer names none
             ref = OrderRef(marketplace=marketplace, marketplace_order_id=order_id)
-    if reply_to is not None and not is_reply_queue(reply_to):
-        log.warning(
-            "command.reply_to_refused",
-            reply_to=reply_to[:200],
-            reason="not a reply queue: the answer goes to the event bus only",
-        )
-        reply_to = None
     return ReceivedCommand(
         envelope=envelope,
         command_type=envelope.type[:100] if envelope else None,
@@ -133,20 +144,51 @@ def read_command(
         ref=ref,
         command=command,
         problem=problem,
-        reply_to=reply_to,
-        reply_correlation_id=correlation_id,
         sender=user_id,
     )
 
 
-def rejection(received: ReceivedCommand, reason: str) -> CommandRejected:
+@dataclass(frozen=True)
+class CommandAnswer:
+    """What a handler answers a command: accepted (with what was done) or rejected (why),
+    and the events that follow from it, published on the bus after the answer."""
+
+    event_type: EventType
+    data: CommandAccepted | CommandRejected
+    follow_ups: tuple[Envelope[Any], ...] = ()
+
+    @classmethod
+    def accepted(
+        cls, data: CommandAccepted, follow_ups: tuple[Envelope[Any], ...] = ()
+    ) -> CommandAnswer:
+        return cls(EventType.COMMAND_ACCEPTED, data, follow_ups)
+
+    @classmethod
+    def rejected(cls, data: CommandRejected) -> CommandAnswer:
+        return cls(EventType.COMMAND_REJECTED, data)
+
+    @classmethod
+    def again(
+        cls, was_accepted: bool, stored: Mapping[str, Any], accepted: type[CommandAccepted]
+    ) -> CommandAnswer:
+        """A stored answer given again to the same command, marked as a repeat; ``accepted``
+        is the service's model of an acceptance."""
+        repeated = {**stored, "duplicate": True}
+        if was_accepted:
+            return cls.accepted(accepted.model_validate(repeated))
+        return cls.rejected(CommandRejected.model_validate(repeated))
+
+
+def rejection(received: ReceivedCommand, reason: str) -> CommandAnswer:
     """The answer to a command that is not obeyed, naming what could be read of it."""
-    return CommandRejected(
-        command_id=received.command_id,
-        command_type=received.command_type,
-        marketplace=received.ref.marketplace if received.ref else None,
-        marketplace_order_id=received.ref.marketplace_order_id if received.ref else None,
-        reason=reason,
+    return CommandAnswer.rejected(
+        CommandRejected(
+            command_id=received.command_id,
+            command_type=received.command_type,
+            marketplace=received.ref.marketplace if received.ref else None,
+            marketplace_order_id=received.ref.marketplace_order_id if received.ref else None,
+            reason=reason,
+        )
     )
 
 
@@ -158,18 +200,25 @@ def answer_envelope(
     return Envelope[Any](type=type, source=source, data=data)
 
 
-async def answer(
-    outbox: Outbox, received: ReceivedCommand, type: EventType, data: BaseModel, source: str
+async def send_answer(
+    outbox: Outbox,
+    received: ReceivedCommand,
+    answered: CommandAnswer,
+    address: ReplyAddress,
+    source: str,
 ) -> None:
-    """The answer on the event bus, and to the caller's reply queue when it asked for one,
-    through the outbox of the transaction that recorded the outcome."""
-    envelope = answer_envelope(received, type, data, source)
+    """The answer on the event bus and to the caller's reply queue when it asked for one,
+    then the events that follow from it, through ``outbox``: the entry point's, in the
+    transaction it commits."""
+    envelope = answer_envelope(received, answered.event_type, answered.data, source)
     await outbox.add(EVENTS.name, envelope)
-    if received.reply_to:
+    if address.queue:
         await outbox.add(
             "",
             envelope,
-            routing_key=received.reply_to,
-            correlation_id=received.reply_correlation_id,
+            routing_key=address.queue,
+            correlation_id=address.correlation_id,
             message_id=uuid.uuid5(envelope.id, "reply"),
         )
+    for follow_up_envelope in answered.follow_ups:
+        await outbox.add(EVENTS.name, follow_up_envelope)

@@ -17,7 +17,8 @@ from pydantic import BaseModel
 
 from shared.access import EMITS
 from shared.amqp import AmqpPublisher
-from shared.command_intake import ReceivedCommand, read_command
+from shared.command_entry import CommandEntry
+from shared.command_intake import read_command, read_reply_address
 from shared.consumers import QueueConsumer, SubscriberSettler
 from shared.contracts import Envelope
 from shared.database import create_pool, migrate_dsn
@@ -194,14 +195,14 @@ def command_subscriber(
     broker: RabbitBroker,
     publisher: AmqpPublisher,
     queue: RabbitQueue,
-    handler: Callable[[ReceivedCommand], Awaitable[None]],
+    entry: CommandEntry,
     *,
     backoff: RedeliveryBackoff,
     description: str,
 ) -> SubscriberSettler:
-    """A FastStream subscriber of a command queue: each delivery read at the entry point
-    (:func:`shared.command_intake.read_command`, with who sent it and where to answer) and
-    settled by the one rule; answers go through the outbox. The caller stops the settler."""
+    """A FastStream subscriber of a command queue: each delivery read here (the command with
+    who sent it, and apart from it where to answer), given to ``entry``
+    (:mod:`shared.command_entry`) and settled by the one rule. The caller stops the settler."""
     consumer = SubscriberSettler(publisher, queue, backoff=backoff)
 
     @settled_subscriber(broker, queue, description)
@@ -209,8 +210,9 @@ def command_subscriber(
         raw = message.raw_message
 
         async def handle(delivery: RabbitMessage) -> None:
-            await handler(
-                read_command(delivery.body, raw.reply_to, raw.correlation_id, raw.user_id)
+            await entry(
+                read_command(delivery.body, raw.user_id),
+                read_reply_address(raw.reply_to, raw.correlation_id),
             )
 
         await consumer.run_raw(message, handle)

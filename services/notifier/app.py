@@ -5,12 +5,13 @@ from __future__ import annotations
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from services.notifier.commands import InvoiceCommandHandler
+from services.notifier.commands import SOURCE, InvoiceCommandHandler
 from services.notifier.handlers import InvoiceService
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import PostgresNotifierStore
 from services.notifier.settings import NotifierSettings
+from shared.command_entry import CommandEntry, answered_after
 from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, OrderRefunded, OrderShipped
 from shared.logging import configure_logging, get_logger
@@ -37,7 +38,8 @@ class Notifier(ServiceRuntime[NotifierSettings]):
 
     name = "notifier"
     service = StartedPart[InvoiceService]()
-    command_handler = StartedPart[InvoiceCommandHandler]()
+    #: The command queue's entry point, made once the database is open.
+    command_entry = StartedPart[CommandEntry]()
 
     def __init__(self, settings: NotifierSettings) -> None:
         super().__init__(settings)
@@ -70,7 +72,7 @@ class Notifier(ServiceRuntime[NotifierSettings]):
             self.broker,
             self.publisher,
             self.commands_queue,
-            lambda received: self.command_handler.handle(received),
+            lambda received, address: self.command_entry(received, address),
             backoff=settings.redelivery_backoff,
             description="Obeys invoice.release, invoice.send and invoice.resend, each command_id"
             " once, and answers command.accepted or command.rejected (also to reply_to).",
@@ -96,9 +98,8 @@ class Notifier(ServiceRuntime[NotifierSettings]):
         pool = await self.open_database(settings.notifier_db_schema, settings.notifier_db_pool_size)
         store = PostgresNotifierStore(pool, self.relay.wake)
         self.service = InvoiceService(self.settings, store, self.mailer, InvoiceRenderer())
-        self.command_handler = InvoiceCommandHandler(
-            self.service, store.work, self.settings.command_senders
-        )
+        handler = InvoiceCommandHandler(self.service, store.work, self.settings.command_senders)
+        self.command_entry = answered_after(store.work, handler.handle, SOURCE)
 
     async def started(self) -> None:
         await self.start_messaging()

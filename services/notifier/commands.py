@@ -15,20 +15,14 @@ from services.notifier.handlers import CommandRefusedError, InvoiceService
 from services.notifier.mailer import InDoubtDeliveryError, PermanentDeliveryError
 from services.notifier.repository import NotifierWork, StoredCommand, StoredInvoice
 from shared.command_intake import (
+    CommandAnswer,
     CommandSenders,
     ReceivedCommand,
-    answer,
     rejection,
     request_digest,
     sender_refusal,
 )
-from shared.contracts import (
-    CommandRejected,
-    CommandType,
-    EventType,
-    InvoiceCommandAccepted,
-    OrderCommand,
-)
+from shared.contracts import CommandType, InvoiceCommandAccepted, OrderCommand
 from shared.logging import get_logger
 
 SOURCE = "notifier"
@@ -37,6 +31,9 @@ log = get_logger(__name__)
 
 
 class InvoiceCommandHandler:
+    """Obeys each command once and returns its answer, recorded with the command first, so
+    that its entry point (:func:`shared.command_entry.answered_after`) can send it after."""
+
     def __init__(
         self,
         service: InvoiceService,
@@ -47,15 +44,14 @@ class InvoiceCommandHandler:
         self._new_uow = new_uow
         self._senders = senders
 
-    async def handle(self, received: ReceivedCommand) -> None:
+    async def handle(self, received: ReceivedCommand) -> CommandAnswer:
         refusal = sender_refusal(received.command_type, received.sender, self._senders)
         if refusal is None:
             refusal = received.problem
         command = received.command
         if refusal is not None or command is None or received.envelope is None:
             # Not stored: a forged or unreadable command cannot take a real one's command_id.
-            await self._reject(received, refusal or "unreadable command")
-            return
+            return self._reject(received, refusal or "unreadable command")
         digest = request_digest(received.envelope.type, received.envelope.data)
         async with self._new_uow() as uow:
             known = await uow.commands.get(command.command_id)
@@ -63,21 +59,20 @@ class InvoiceCommandHandler:
                 command.command_id, received.envelope.type, command, digest
             )
         if not started:
-            await self._answer_known(received, known, digest)
-            return
-        await self._run(received, received.envelope.type, command)
+            return self._answer_known(received, known, digest)
+        return await self._run(received, received.envelope.type, command)
 
     async def _run(
         self, received: ReceivedCommand, command_type: str, command: OrderCommand
-    ) -> None:
+    ) -> CommandAnswer:
         try:
             stored = await self._obey(command_type, command)
         except CommandRefusedError as refused:
-            await self._finish_rejected(received, str(refused))
+            return await self._finish_rejected(received, str(refused))
         except PermanentDeliveryError as failure:
-            await self._finish_rejected(received, f"the email could not be sent: {failure}")
+            return await self._finish_rejected(received, f"the email could not be sent: {failure}")
         except InDoubtDeliveryError as doubt:
-            await self._finish_rejected(
+            return await self._finish_rejected(
                 received,
                 f"the email may have been delivered but the mail server did not confirm it"
                 f" ({doubt}): check its log before asking again",
@@ -86,8 +81,7 @@ class InvoiceCommandHandler:
             async with self._new_uow() as uow:
                 await uow.commands.forget(command.command_id)
             raise
-        else:
-            await self._finish_accepted(received, CommandType(command_type), command, stored)
+        return await self._finish_accepted(CommandType(command_type), command, stored)
 
     async def _obey(self, command_type: str, command: OrderCommand) -> StoredInvoice:
         match command_type:
@@ -99,9 +93,9 @@ class InvoiceCommandHandler:
                 return await self._service.resend(command, command.command_id)
         raise CommandRefusedError(f"the notifier does not obey {command_type}")
 
-    async def _answer_known(
+    def _answer_known(
         self, received: ReceivedCommand, known: StoredCommand | None, digest: str
-    ) -> None:
+    ) -> CommandAnswer:
         command_id = received.command_id
         if known is None:  # started by a concurrent delivery of the same command
             reason = f"command {command_id} is being handled: its answer follows"
@@ -117,50 +111,41 @@ class InvoiceCommandHandler:
             )
         else:
             assert known.answer is not None
-            model = InvoiceCommandAccepted if known.outcome == "accepted" else CommandRejected
-            type_ = (
-                EventType.COMMAND_ACCEPTED
-                if known.outcome == "accepted"
-                else EventType.COMMAND_REJECTED
-            )
-            async with self._new_uow() as uow:
-                data = model.model_validate({**known.answer, "duplicate": True})
-                await answer(uow.outbox, received, type_, data, SOURCE)
             log.info("command.duplicate_answered", command_id=command_id, outcome=known.outcome)
-            return
-        await self._reject(received, reason)
+            accepted = known.outcome == "accepted"
+            return CommandAnswer.again(accepted, known.answer, InvoiceCommandAccepted)
+        return self._reject(received, reason)
 
     async def _finish_accepted(
-        self,
-        received: ReceivedCommand,
-        command_type: CommandType,
-        command: OrderCommand,
-        stored: StoredInvoice,
-    ) -> None:
-        accepted = InvoiceCommandAccepted(
-            marketplace=command.marketplace,
-            marketplace_order_id=command.marketplace_order_id,
-            command_id=command.command_id,
-            command_type=command_type,
-            invoice_number=stored.number,
-            email_status=stored.email_status,
+        self, command_type: CommandType, command: OrderCommand, stored: StoredInvoice
+    ) -> CommandAnswer:
+        answered = CommandAnswer.accepted(
+            InvoiceCommandAccepted(
+                marketplace=command.marketplace,
+                marketplace_order_id=command.marketplace_order_id,
+                command_id=command.command_id,
+                command_type=command_type,
+                invoice_number=stored.number,
+                email_status=stored.email_status,
+            )
         )
         async with self._new_uow() as uow:
             await uow.commands.finish(
-                command.command_id, "accepted", None, accepted.model_dump(mode="json")
+                command.command_id, "accepted", None, answered.data.model_dump(mode="json")
             )
-            await answer(uow.outbox, received, EventType.COMMAND_ACCEPTED, accepted, SOURCE)
         log.info("command.accepted", command_id=command.command_id, invoice=stored.number)
+        return answered
 
-    async def _finish_rejected(self, received: ReceivedCommand, reason: str) -> None:
-        await self._reject(received, reason, store=True)
-
-    async def _reject(self, received: ReceivedCommand, reason: str, *, store: bool = False) -> None:
-        rejected = rejection(received, reason)
-        async with self._new_uow() as uow:
-            if store and received.command_id is not None:
+    async def _finish_rejected(self, received: ReceivedCommand, reason: str) -> CommandAnswer:
+        answered = self._reject(received, reason)
+        if received.command_id is not None:
+            async with self._new_uow() as uow:
                 await uow.commands.finish(
-                    received.command_id, "rejected", reason, rejected.model_dump(mode="json")
+                    received.command_id, "rejected", reason, answered.data.model_dump(mode="json")
                 )
-            await answer(uow.outbox, received, EventType.COMMAND_REJECTED, rejected, SOURCE)
+        return answered
+
+    @staticmethod
+    def _reject(received: ReceivedCommand, reason: str) -> CommandAnswer:
         log.warning("command.rejected", command_id=received.command_id, reason=reason)
+        return rejection(received, reason)

@@ -1,4 +1,5 @@
-"""The processor's FastStream application: wiring only, the work is in ``handlers``."""
+"""The processor's FastStream application: wiring only, the work is in ``order_changes`` and
+``command_handler``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.processor.command_handler import (
+    SOURCE,
     CommandHandler,
     record_action_failure,
     store_marketplace_rules,
@@ -17,6 +19,7 @@ from services.processor.metrics import ORDERS_BY_STATUS
 from services.processor.order_changes import handle_order_changes
 from services.processor.repository import ProcessorUnitOfWork, personal_data_rule
 from services.processor.settings import ProcessorSettings
+from shared.command_entry import answered_in_its_transaction
 from shared.consumers import BatchConsumer
 from shared.contracts import (
     Envelope,
@@ -83,7 +86,6 @@ class Processor(ServiceRuntime[ProcessorSettings]):
             consumer=self.order_changes,
         )
         command_handler = CommandHandler(
-            self.unit_of_work,
             carriers=settings.marketplace_carriers,
             refund_reasons=settings.marketplace_refund_reasons,
             senders=settings.command_senders,
@@ -92,7 +94,7 @@ class Processor(ServiceRuntime[ProcessorSettings]):
             self.broker,
             self.publisher,
             self.commands_queue,
-            command_handler.handle,
+            answered_in_its_transaction(self.unit_of_work, command_handler.handle, SOURCE),
             backoff=settings.redelivery_backoff,
             description=(
                 "Checks order.accept, order.refuse, order.ship and order.refund against the"

@@ -14,6 +14,7 @@ from services.processor.metrics import COMMANDS_ANSWERED
 from services.processor.repository import AnsweredCommand, ProcessorWork, StoredCommand
 from services.processor.rules import MarketplaceRules
 from shared.command_intake import (
+    CommandAnswer,
     CommandSenders,
     ReceivedCommand,
     answer_envelope,
@@ -21,10 +22,8 @@ from shared.command_intake import (
     request_digest,
     sender_refusal,
 )
-from shared.command_intake import answer as answer_command
 from shared.contracts import (
     CommandAccepted,
-    CommandRejected,
     CommandType,
     Envelope,
     EventType,
@@ -38,7 +37,6 @@ from shared.contracts import (
 from shared.envelope_parsing import bind_envelope
 from shared.logging import get_logger
 from shared.settlement import UnprocessableMessageError
-from shared.topology import EVENTS
 
 SOURCE = "processor"
 
@@ -75,11 +73,11 @@ async def record_action_failure(
 
 class CommandHandler:
     """Validates commands against the order's status and the marketplace's rules, and
-    answers each one, once."""
+    answers each one, once, in the unit of work its entry point gives it
+    (:func:`shared.command_entry.answered_in_its_transaction`)."""
 
     def __init__(
         self,
-        new_uow: Callable[[], ProcessorWork],
         *,
         carriers: Collection[str],
         refund_reasons: Collection[str],
@@ -87,7 +85,6 @@ class CommandHandler:
     ) -> None:
         """``carriers`` and ``refund_reasons``: the configured values, used only until
         Lengow's marketplaces document has been read once."""
-        self._new_uow = new_uow
         self._carriers = carriers
         self._refund_reasons = refund_reasons
         self._senders = senders
@@ -100,75 +97,76 @@ class CommandHandler:
             marketplace, carriers=self._carriers, refund_reasons=self._refund_reasons
         )
 
-    async def handle(self, received: ReceivedCommand) -> None:
-        async with self._new_uow() as uow:
-            if received.envelope is not None:
-                bind_envelope(received.envelope)
-                if not await uow.inbox.first_delivery(received.envelope):
-                    log.info("command.duplicate_delivery_ignored")
-                    return
-            refusal = sender_refusal(received.command_type, received.sender, self._senders)
-            if refusal is not None:
-                # Not stored under its command_id: a forged command cannot take a real one's.
-                await self._reject(uow, received, refusal, store=False)
-                return
-            digest = (
-                request_digest(received.envelope.type, received.envelope.data)
-                if received.envelope is not None
-                else None
-            )
-            if received.command_id is not None:
-                known = await uow.commands.get(received.command_id)
-                if known is not None and known.request_digest not in (None, digest):
-                    reason = (
-                        f"command_id {received.command_id} was used for other arguments:"
-                        " choose a new command_id for a new command"
-                    )
-                    await self._reject(uow, received, reason, store=False)
-                    return
-                if known is not None:
-                    await self._answer_again(uow, received, known)
-                    return
-            if received.command is None:
-                await self._reject(
-                    uow, received, received.problem or "unreadable command", digest=digest
+    async def handle(self, uow: ProcessorWork, received: ReceivedCommand) -> CommandAnswer | None:
+        """The answer, with what it decided written to ``uow``; None when the delivery was
+        already answered."""
+        if received.envelope is not None:
+            bind_envelope(received.envelope)
+            if not await uow.inbox.first_delivery(received.envelope):
+                log.info("command.duplicate_delivery_ignored")
+                return None
+        refusal = sender_refusal(received.command_type, received.sender, self._senders)
+        if refusal is not None:
+            # Not stored under its command_id: a forged command cannot take a real one's.
+            return await self._reject(uow, received, refusal, store=False)
+        digest = (
+            request_digest(received.envelope.type, received.envelope.data)
+            if received.envelope is not None
+            else None
+        )
+        if received.command_id is not None:
+            known = await uow.commands.get(received.command_id)
+            if known is not None and known.request_digest not in (None, digest):
+                reason = (
+                    f"command_id {received.command_id} was used for other arguments:"
+                    " choose a new command_id for a new command"
                 )
-                return
+                return await self._reject(uow, received, reason, store=False)
+            if known is not None:
+                return self._answer_again(known)
+        if received.command is None:
+            problem = received.problem or "unreadable command"
+            return await self._reject(uow, received, problem, digest=digest)
+        return await self._decide(uow, received, received.command, digest)
 
-            command = received.command
-            await uow.orders.lock(command)
-            state = await uow.orders.get(command)
-            if isinstance(command, LinkOrder):
-                await self._link(uow, received, command, state is not None, digest)
-                return
-            decision = commands.decide(
-                command,
-                state.status if state else None,
-                await self._rules(uow, command.marketplace),
-            )
-            refusal = decision.refusal or commands.already_in_flight(
-                command,
-                decision,
-                await uow.commands.in_flight(command, received.command_type or ""),
-            )
-            if refusal is not None:
-                await self._reject(uow, received, refusal, decision.arguments, digest=digest)
-                return
-            await self._accept(
-                uow,
-                received,
-                command,
-                decision.arguments,
-                digest,
-                EventType.ORDER_ACTION_REQUESTED,
-                OrderActionRequested(
-                    marketplace=command.marketplace,
-                    marketplace_order_id=command.marketplace_order_id,
-                    command_id=command.command_id,
-                    action_type=decision.action.value,
-                    arguments=decision.arguments,
-                ),
-            )
+    async def _decide(
+        self,
+        uow: ProcessorWork,
+        received: ReceivedCommand,
+        command: OrderCommand,
+        digest: str | None,
+    ) -> CommandAnswer:
+        await uow.orders.lock(command)
+        state = await uow.orders.get(command)
+        if isinstance(command, LinkOrder):
+            return await self._link(uow, received, command, state is not None, digest)
+        decision = commands.decide(
+            command,
+            state.status if state else None,
+            await self._rules(uow, command.marketplace),
+        )
+        refusal = decision.refusal or commands.already_in_flight(
+            command,
+            decision,
+            await uow.commands.in_flight(command, received.command_type or ""),
+        )
+        if refusal is not None:
+            return await self._reject(uow, received, refusal, decision.arguments, digest=digest)
+        return await self._accept(
+            uow,
+            received,
+            command,
+            decision.arguments,
+            digest,
+            EventType.ORDER_ACTION_REQUESTED,
+            OrderActionRequested(
+                marketplace=command.marketplace,
+                marketplace_order_id=command.marketplace_order_id,
+                command_id=command.command_id,
+                action_type=decision.action.value,
+                arguments=decision.arguments,
+            ),
+        )
 
     async def _link(
         self,
@@ -177,14 +175,13 @@ class CommandHandler:
         command: LinkOrder,
         known: bool,
         digest: str | None,
-    ) -> None:
+    ) -> CommandAnswer:
         """Nothing to ask the marketplace: the poller writes the id back to Lengow."""
         if not known:
             reason = f"order {command.marketplace_order_id} is unknown: no order with this id"
-            await self._reject(uow, received, reason + " has been seen", digest=digest)
-            return
+            return await self._reject(uow, received, reason + " has been seen", digest=digest)
         arguments = {"merchant_order_id": command.merchant_order_id}
-        await self._accept(
+        answered = await self._accept(
             uow,
             received,
             command,
@@ -199,6 +196,7 @@ class CommandHandler:
             ),
         )
         await uow.commands.complete_many([command.command_id])
+        return answered
 
     async def _accept(
         self,
@@ -209,13 +207,16 @@ class CommandHandler:
         digest: str | None,
         follow_type: EventType,
         follow: BaseModel,
-    ) -> None:
+    ) -> CommandAnswer:
         assert received.envelope is not None
-        answer = CommandAccepted(
-            marketplace=command.marketplace,
-            marketplace_order_id=command.marketplace_order_id,
-            command_id=command.command_id,
-            command_type=CommandType(received.envelope.type),
+        answered = CommandAnswer.accepted(
+            CommandAccepted(
+                marketplace=command.marketplace,
+                marketplace_order_id=command.marketplace_order_id,
+                command_id=command.command_id,
+                command_type=CommandType(received.envelope.type),
+            ),
+            follow_ups=(answer_envelope(received, follow_type, follow, SOURCE),),
         )
         await uow.commands.add(
             AnsweredCommand(
@@ -225,16 +226,15 @@ class CommandHandler:
                 arguments=arguments,
                 outcome="accepted",
                 reason=None,
-                answer_type=EventType.COMMAND_ACCEPTED,
-                answer=answer.model_dump(mode="json"),
+                answer_type=answered.event_type,
+                answer=answered.data.model_dump(mode="json"),
                 message_id=received.envelope.id,
                 request_digest=digest,
             )
         )
-        await self._answer(uow, received, EventType.COMMAND_ACCEPTED, answer)
-        await uow.outbox.add(EVENTS.name, self._follow(received, follow_type, follow))
         COMMANDS_ANSWERED.labels("accepted").inc()
         log.info("command.accepted", command_id=command.command_id, follow=follow_type)
+        return answered
 
     async def _reject(
         self,
@@ -245,9 +245,9 @@ class CommandHandler:
         *,
         digest: str | None = None,
         store: bool = True,
-    ) -> None:
+    ) -> CommandAnswer:
         """``store=False``: the command_id is another command's and keeps that answer."""
-        answer = rejection(received, reason)
+        answered = rejection(received, reason)
         if received.command_id is not None and store:
             await uow.commands.add(
                 AnsweredCommand(
@@ -257,38 +257,18 @@ class CommandHandler:
                     arguments=arguments or {},
                     outcome="rejected",
                     reason=reason,
-                    answer_type=EventType.COMMAND_REJECTED,
-                    answer=answer.model_dump(mode="json"),
+                    answer_type=answered.event_type,
+                    answer=answered.data.model_dump(mode="json"),
                     message_id=received.envelope.id if received.envelope else None,
                     request_digest=digest,
                 )
             )
-        await self._answer(uow, received, EventType.COMMAND_REJECTED, answer)
         COMMANDS_ANSWERED.labels("rejected").inc()
         log.warning("command.rejected", command_id=received.command_id, reason=reason)
-
-    async def _answer_again(
-        self, uow: ProcessorWork, received: ReceivedCommand, known: StoredCommand
-    ) -> None:
-        model = (
-            CommandAccepted
-            if known.answer_type == EventType.COMMAND_ACCEPTED
-            else (CommandRejected)
-        )
-        answer = model.model_validate({**known.answer, "duplicate": True})
-        await self._answer(uow, received, EventType(known.answer_type), answer)
-        log.info("command.duplicate_answered", command_id=known.command_id, outcome=known.outcome)
-
-    async def _answer(
-        self,
-        uow: ProcessorWork,
-        received: ReceivedCommand,
-        type: EventType,
-        answer_data: CommandAccepted | CommandRejected,
-    ) -> None:
-        """On the event bus, and to the caller's reply queue when it asked for one."""
-        await answer_command(uow.outbox, received, type, answer_data, SOURCE)
+        return answered
 
     @staticmethod
-    def _follow(received: ReceivedCommand, type: EventType, data: BaseModel) -> Envelope[Any]:
-        return answer_envelope(received, type, data, SOURCE)
+    def _answer_again(known: StoredCommand) -> CommandAnswer:
+        log.info("command.duplicate_answered", command_id=known.command_id, outcome=known.outcome)
+        accepted = known.answer_type == EventType.COMMAND_ACCEPTED
+        return CommandAnswer.again(accepted, known.answer, CommandAccepted)

@@ -27,7 +27,7 @@ def test_an_order_id_with_spaces_around_it_is_kept_as_it_is() -> None:
 @pytest.mark.parametrize("marketplace", [" ", "m" * 150])
 def test_a_command_that_names_no_real_order_is_answered_with_the_reason(marketplace: str) -> None:
     data = {"command_id": "c1", "marketplace": marketplace, "marketplace_order_id": "M1"}
-    received = read_command(encode(envelope(data, "order.accept")), None, None)
+    received = read_command(encode(envelope(data, "order.accept")))
     assert received.command is None and received.ref is None
     assert received.problem is not None and "marketplace" in received.problem
     assert received.command_id == "c1"  # so the rejection still reaches the caller

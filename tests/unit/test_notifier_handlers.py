@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.notifier.commands import InvoiceCommandHandler
+from services.notifier.commands import SOURCE, InvoiceCommandHandler
 from services.notifier.handlers import (
     INVOICE_TIMEZONE,
     CommandRefusedError,
@@ -33,7 +33,8 @@ from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import DocumentKey, StoredInvoice
 from services.notifier.sending import ResendNotDueError
 from services.notifier.settings import NotifierSettings
-from shared.command_intake import read_command
+from shared.command_entry import answered_after
+from shared.command_intake import ReplyAddress, read_command
 from shared.contracts import Envelope, OrderRef, OrderRefunded, OrderShipped
 from tests.factories import ORDER, order_refunded, order_shipped
 
@@ -315,8 +316,10 @@ def invoice_command(type_: str, command_id: str = "c-1") -> bytes:
 
 
 async def obey(n: Notifier, body: bytes, sender: str | None = "ordersctl") -> None:
+    """Through the command queue's entry point, as the notifier wires it."""
     handler = InvoiceCommandHandler(n.service, n.store.work, {"*": ["ordersctl"]})
-    await handler.handle(read_command(body, REPLY_TO, "corr-1", sender))
+    entry = answered_after(n.store.work, handler.handle, SOURCE)
+    await entry(read_command(body, sender), ReplyAddress(REPLY_TO, "corr-1"))
 
 
 def replies(n: Notifier) -> list[dict[str, Any]]:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from services.processor.command_handler import CommandHandler, record_action_failure
+from services.processor.command_handler import SOURCE, CommandHandler, record_action_failure
 from services.processor.memory import MemoryUnitOfWork, ProcessorData
 from services.processor.order_changes import handle_order_changes
-from shared.command_intake import read_command
+from shared.command_entry import answered_in_its_transaction
+from shared.command_intake import ReplyAddress, read_command
 from shared.contracts import Envelope, LengowStatus, OrderActionFailed, OrderSnapshot
 from shared.settlement import UnprocessableMessageError
 from tests.factories import order_snapshot
@@ -105,17 +106,16 @@ def command(type: str, *, command_id: str = "c-1", **data: Any) -> bytes:
     ).encode()
 
 
-def handler(data: ProcessorData) -> CommandHandler:
+def handler() -> CommandHandler:
     return CommandHandler(
-        lambda: MemoryUnitOfWork(data),
-        carriers=["colissimo"],
-        refund_reasons=["other"],
-        senders={"*": ["ordersctl"]},
+        carriers=["colissimo"], refund_reasons=["other"], senders={"*": ["ordersctl"]}
     )
 
 
 async def send(data: ProcessorData, body: bytes, user: str | None = "ordersctl") -> None:
-    await handler(data).handle(read_command(body, REPLY_TO, "corr-1", user))
+    """Through the command queue's entry point, as the processor wires it."""
+    entry = answered_in_its_transaction(lambda: MemoryUnitOfWork(data), handler().handle, SOURCE)
+    await entry(read_command(body, user), ReplyAddress(REPLY_TO, "corr-1"))
 
 
 SHIP = {"carrier": "colissimo", "tracking_number": "6A1"}
