@@ -30,7 +30,7 @@ from services.notifier.mailer import (
 )
 from services.notifier.memory import MemoryNotifierStore, NotifierData
 from services.notifier.rendering import InvoiceRenderer
-from services.notifier.repository import DocumentKey, StoredInvoice
+from services.notifier.repository import DocumentKey, NotifierWork, StoredInvoice
 from services.notifier.sending import ResendNotDueError
 from services.notifier.settings import NotifierSettings
 from shared.command_entry import answered_after
@@ -340,6 +340,26 @@ async def test_a_command_is_obeyed_once_and_its_redelivery_repeats_the_answer() 
     first, again = replies(n)
     assert first["type"] == again["type"] == "command.accepted"
     assert (first["email_status"], first["duplicate"], again["duplicate"]) == ("sent", False, True)
+
+
+async def test_an_answer_lost_to_a_crash_after_the_work_is_given_by_the_redelivery() -> None:
+    n = notifier(invoice_mode="on_request")
+    await n.service.on_order_shipped(shipped())
+    handler = InvoiceCommandHandler(n.service, n.store.work, {"*": ["ordersctl"]})
+
+    def died() -> NotifierWork:
+        raise ConnectionError("the process died before the answer was written")
+
+    body = invoice_command("invoice.send")
+    entry = answered_after(died, handler.handle, SOURCE)
+    with pytest.raises(ConnectionError):
+        await entry(read_command(body, "ordersctl"), ReplyAddress(REPLY_TO, "corr-1"))
+    assert replies(n) == [] and len(n.mailer.sent) == 1
+    await obey(n, body)  # the delivery was not acknowledged: it comes again
+    assert [(reply["type"], reply["duplicate"]) for reply in replies(n)] == [
+        ("command.accepted", True)
+    ]
+    assert len(n.mailer.sent) == 1
 
 
 async def test_a_refused_command_is_answered_with_the_reason_and_a_forged_one_not_stored() -> None:
