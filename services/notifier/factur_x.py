@@ -13,11 +13,13 @@ not be negative.
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
+from xml.sax.saxutils import escape
 
 import facturx
 from drafthorse.models.accounting import (
@@ -106,7 +108,15 @@ def cross_industry_invoice(invoice: Invoice, wording: Wording) -> bytes:
     for line in allowances:
         document.trade.settlement.allowance_charge.add(_allowance(line, sign, invoice))
     _settlement(document, invoice, wording, sign, items, allowances)
-    return checked(document.serialize(schema=None))
+    return checked(_written(document))
+
+
+def _written(document: Document) -> bytes:
+    """drafthorse's tree written once. Its ``serialize`` writes it three times (ElementTree,
+    then lxml's pretty print, then ElementTree again to declare namespaces the document does
+    not use): 0.9 ms of the XML's 1.3 (measured), for the same elements. The schema check
+    that follows is the same either way."""
+    return bytes(ET.tostring(document.to_etree(), "utf-8", xml_declaration=True))
 
 
 def _parties(document: Document, invoice: Invoice) -> None:
@@ -202,18 +212,26 @@ def _settlement(
     summation.due_amount = ZERO
 
 
-def xmp_metadata(invoice: Invoice, wording: Wording, created: datetime) -> str:
-    """The PDF/A-3 identification and Factur-X's XMP extension (which names the attached XML
-    and its profile), as factur-x writes them, for fpdf2 to store as the document's XMP."""
+#: Where each document's own values go in the XMP written once per process: text that no
+#: invoice's title, seller or date contains, and that XML writes as it is.
+_XMP_BLANKS = {
+    "title": "@@title@@",
+    "author": "@@author@@",
+    "subject": "@@subject@@",
+    "timestamp": "@@timestamp@@",
+}
+
+
+@cache
+def _xmp_form() -> str:
+    """factur-x's XMP with blanks for what differs between documents: writing it costs
+    ten times more than filling it in (0.45 ms of an invoice's 7, measured)."""
     root = facturx.generate_xmp_object(
         {
             "pdfa3_flavor": "B",
-            "title": f"{wording.title} {invoice.number}",
-            "author": invoice.seller.legal_name,
-            "subject": f"{wording.title} {invoice.number} ({invoice.order_id})",
+            **_XMP_BLANKS,
             "producer": "fpdf2",
             "creator_tool": "lengow-orders",
-            "timestamp": created.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
             "version": "1.0",
             "documenttype": "INVOICE",
             "xml_filename": FILENAME,
@@ -221,4 +239,21 @@ def xmp_metadata(invoice: Invoice, wording: Wording, created: datetime) -> str:
             "urn": "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#",
         }
     )
-    return str(etree.tostring(root, encoding="unicode"))
+    form = str(etree.tostring(root, encoding="unicode"))
+    assert all(blank in form for blank in _XMP_BLANKS.values()), form
+    return form
+
+
+def xmp_metadata(invoice: Invoice, wording: Wording, created: datetime) -> str:
+    """The PDF/A-3 identification and Factur-X's XMP extension (which names the attached XML
+    and its profile), as factur-x writes them, for fpdf2 to store as the document's XMP."""
+    values = {
+        "title": f"{wording.title} {invoice.number}",
+        "author": invoice.seller.legal_name,
+        "subject": f"{wording.title} {invoice.number} ({invoice.order_id})",
+        "timestamp": created.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+    }
+    form = _xmp_form()
+    for name, blank in _XMP_BLANKS.items():
+        form = form.replace(blank, escape(values[name]))
+    return form

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import facturx
@@ -18,7 +18,12 @@ from pypdf import PdfReader
 from pypdf.generic import IndirectObject
 
 from services.notifier.credit_note import credit_lines
-from services.notifier.factur_x import FacturXError, checked, cross_industry_invoice
+from services.notifier.factur_x import (
+    FacturXError,
+    checked,
+    cross_industry_invoice,
+    xmp_metadata,
+)
 from services.notifier.invoice import DocumentKind, Invoice, document_of
 from services.notifier.rendering import InvoiceRenderer
 from shared.contracts import LengowStatus, OrderRefunded, OrderShipped
@@ -298,3 +303,29 @@ def test_a_forced_language_wins_over_the_country() -> None:
     assert invoice_of(sale, language="fr").language == "fr"
     assert replace(invoice_of(sale), language="it").language == "it"
     assert invoice_of(sale).language == "es"
+
+
+def test_the_xmp_is_what_factur_x_writes_for_the_document() -> None:
+    """Written once with blanks and filled in for each document: the same text as
+    factur-x's own, with a seller's name and a title that XML must escape."""
+    seller = replace(SELLER, legal_name='Outils & Fils <SARL> "Ô"')
+    invoice = replace(invoice_of(discounted_shipment()), seller=seller, number="FA2026-00042")
+    wording = RENDERER.wording(invoice)
+    created = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    written = facturx.generate_xmp_object(
+        {
+            "pdfa3_flavor": "B",
+            "title": f"{wording.title} {invoice.number}",
+            "author": seller.legal_name,
+            "subject": f"{wording.title} {invoice.number} ({invoice.order_id})",
+            "producer": "fpdf2",
+            "creator_tool": "lengow-orders",
+            "timestamp": "2026-12-01T12:00:00+00:00",
+            "version": "1.0",
+            "documenttype": "INVOICE",
+            "xml_filename": "factur-x.xml",
+            "xmp_level": "EN 16931",
+            "urn": "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#",
+        }
+    )
+    assert xmp_metadata(invoice, wording, created) == etree.tostring(written, encoding="unicode")
