@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.notifier.commands import SOURCE, InvoiceCommandHandler
 from services.notifier.handlers import InvoiceService
+from services.notifier.holds_recheck import HeldInvoicesRecheck
 from services.notifier.mailer import InvoiceMailer
 from services.notifier.rendering import InvoiceRenderer
 from services.notifier.repository import PostgresNotifierStore
@@ -16,6 +19,7 @@ from shared.consumers import ConcurrentConsumer
 from shared.contracts import Envelope, OrderRefunded, OrderShipped
 from shared.logging import configure_logging, get_logger
 from shared.service import (
+    NotStartedError,
     ServiceRuntime,
     StartedPart,
     command_subscriber,
@@ -40,6 +44,7 @@ class Notifier(ServiceRuntime[NotifierSettings]):
     service = StartedPart[InvoiceService]()
     #: The command queue's entry point, made once the database is open.
     command_entry = StartedPart[CommandEntry]()
+    holds_recheck = StartedPart[HeldInvoicesRecheck]()
 
     def __init__(self, settings: NotifierSettings) -> None:
         super().__init__(settings)
@@ -103,7 +108,8 @@ class Notifier(ServiceRuntime[NotifierSettings]):
 
     async def started(self) -> None:
         await self.start_messaging()
-        released = await self.service.recheck_holds()
+        self.holds_recheck = HeldInvoicesRecheck(self.service)
+        self.holds_recheck.start()
         await self.orders_shipped.start()
         await self.ops.start()
         if self.settings.invoice_mode == "mandate":
@@ -125,10 +131,11 @@ class Notifier(ServiceRuntime[NotifierSettings]):
             invoice_mode=self.settings.invoice_mode,
             vat_one_stop_shop=self.settings.vat_one_stop_shop,
             vat_default_rate=self.settings.vat_default_rate,
-            held_invoices_released=released,
         )
 
     async def close(self) -> None:
+        with suppress(NotStartedError):
+            await self.holds_recheck.stop()
         await self.ops.stop()
         await self.orders_shipped.stop()
         await self.refunds.stop()
