@@ -5,8 +5,9 @@ start. Awaited in the start-up hook, a PostgreSQL outage at that moment killed t
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
 
 from services.notifier.repository import STORE_OUTAGES
 from shared.background import BackgroundTask
@@ -28,16 +29,21 @@ class HeldInvoicesRecheck(BackgroundTask):
         self._pause = pause
 
     async def run(self) -> None:
-        while True:
-            try:
+        # The same outages as the sender's retries (sending.py), but with no last attempt:
+        # the recheck has nowhere else to go, and the service stops it.
+        async for attempt in AsyncRetrying(
+            wait=wait_fixed(self._pause),
+            retry=retry_if_exception_type(STORE_OUTAGES),
+            before_sleep=self._postponed,
+        ):
+            with attempt:
                 released = await self._held.recheck_holds()
-            except STORE_OUTAGES as outage:
-                log.warning(
-                    "invoice.holds_recheck_postponed",
-                    reason=repr(outage),
-                    retry_in_seconds=self._pause,
-                )
-                await asyncio.sleep(self._pause)
-                continue
-            log.info("invoice.holds_rechecked", held_invoices_released=released)
-            return
+        log.info("invoice.holds_rechecked", held_invoices_released=released)
+
+    def _postponed(self, state: RetryCallState) -> None:
+        outcome = state.outcome
+        log.warning(
+            "invoice.holds_recheck_postponed",
+            reason=repr(outcome.exception() if outcome else None),
+            retry_in_seconds=self._pause,
+        )
